@@ -1,0 +1,67 @@
+"""Where episodes and documents live: SQLite by default, PostgreSQL at scale.
+
+>>> import tempfile, os
+>>> store = open_store("sqlite:///" + os.path.join(tempfile.mkdtemp(), "demo.db"))
+>>> store.count_episodes()
+0
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import os
+
+from learnloop.errors import ConfigError
+from learnloop.store.base import Document, DocumentStore, EpisodeQuery, EpisodeStore, Store
+from learnloop.store.sqlite import SqliteStore
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "STORE_ENV_VAR",
+    "Document",
+    "DocumentStore",
+    "EpisodeQuery",
+    "EpisodeStore",
+    "SqliteStore",
+    "Store",
+    "open_store",
+    "resolve_store_url",
+]
+
+DEFAULT_STORE_URL = "sqlite:///learnloop.db"
+STORE_ENV_VAR = "LEARNLOOP_STORE"
+
+
+def resolve_store_url(url: str | None = None) -> str:
+    """An explicit URL beats ``$LEARNLOOP_STORE``, which beats ``./learnloop.db``."""
+    return url or os.environ.get(STORE_ENV_VAR) or DEFAULT_STORE_URL
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open the store at ``url`` (see :func:`resolve_store_url`).
+
+    ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a plain file
+    path open SQLite; ``postgresql://user@host/db`` opens PostgreSQL (extra
+    ``postgres``).
+    """
+    url = resolve_store_url(url)
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///x.db -> x.db ; sqlite:////abs/x.db -> /abs/x.db
+        if not path:
+            raise ConfigError(f"store URL {url!r} names no file; use sqlite:///path/to/file.db")
+        return SqliteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from learnloop.store.postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ImportError(
+                f"the PostgreSQL store needs the 'postgres' extra: pip install 'learnloop[postgres]' ({exc})"
+            ) from exc
+        return PostgresStore(url)  # type: ignore[no-any-return]
+    if "://" in url:
+        raise ConfigError(
+            f"unknown store URL scheme in {url!r}; use sqlite:///path.db or postgresql://..."
+        )
+    return SqliteStore(url)
