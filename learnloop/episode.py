@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -70,8 +70,13 @@ class OutcomeStatus(StrEnum):
 
 
 def new_episode_id() -> EpisodeId:
-    """A new random episode id (UUID4 hex, 32 characters)."""
-    return EpisodeId(uuid.uuid4().hex)
+    """A new random episode id: 128 random bits as 32 hex characters.
+
+    Drawn from :mod:`random` (reseeded in forked children) rather than
+    ``os.urandom``: a system call here lets the recorder's writer thread take the
+    GIL and stalls the caller for a whole switch interval.
+    """
+    return EpisodeId(f"{random.getrandbits(128):032x}")
 
 
 # --- reward kinds: constructors returning plain floats -----------------------------

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from learnloop.episode import Episode, EpisodeId, JSONValue
 from learnloop.errors import (
     ClosedError,
@@ -232,7 +234,7 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             raise NotFoundError(f"no episode with id {episode_id!r} in {self.url}")
-        return Episode.from_dict(json.loads(row[0]))
+        return Episode.from_dict(orjson.loads(row[0]))
 
     def _where(self, query: EpisodeQuery) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -280,7 +282,7 @@ class SqliteStore:
             sql += " LIMIT ? OFFSET ?"
             params += [query.limit if query.limit is not None else -1, query.offset]
         rows = self._conn().execute(sql, params).fetchall()
-        return [Episode.from_dict(json.loads(r[0])) for r in rows]
+        return [Episode.from_dict(orjson.loads(r[0])) for r in rows]
 
     def iter_episodes(
         self, query: EpisodeQuery = EpisodeQuery(), *, page_size: int = 500
@@ -311,7 +313,7 @@ class SqliteStore:
                 if skipped:
                     skipped -= 1
                     continue
-                yield Episode.from_dict(json.loads(body))
+                yield Episode.from_dict(orjson.loads(body))
                 if remaining is not None:
                     remaining -= 1
                     if remaining == 0:
@@ -352,7 +354,7 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             return None
-        return Document(collection, key, row[0], json.loads(row[1]), row[2])
+        return Document(collection, key, row[0], orjson.loads(row[1]), row[2])
 
     def put_document(
         self,
@@ -390,7 +392,7 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return Document(collection, key, revision, json.loads(body), now)
+        return Document(collection, key, revision, orjson.loads(body), now)
 
     def list_documents(
         self,
@@ -421,7 +423,7 @@ class SqliteStore:
             sql += " LIMIT ?"
             params.append(limit)
         rows = self._conn().execute(sql, params).fetchall()
-        return [Document(collection, r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+        return [Document(collection, r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
 
     def delete_document(
         self, collection: str, key: str, *, expected_revision: int | None = None
