@@ -42,7 +42,9 @@ def record(recorder: Recorder, num_episodes: int, seed: int, agent: str) -> None
     rng = random.Random(seed)
     states = [make_state(rng) for _ in range(64)]
     for e in range(num_episodes):
-        eid = recorder.begin(f"task {seed}-{e}: {rng.choice(WORDS)} the {rng.choice(WORDS)}", agent_id=agent)
+        eid = recorder.begin(
+            f"task {seed}-{e}: {rng.choice(WORDS)} the {rng.choice(WORDS)}", agent_id=agent
+        )
         for s in range(10):
             recorder.step(
                 eid,
@@ -127,11 +129,15 @@ def query_latency(path: Path) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--episodes", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.episodes} episodes x 10 steps, ~1 KB state/step")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.episodes} episodes x 10 steps, ~1 KB state/step"
+    )
     results: dict[str, list[float]] = {"1 thread": [], "4 threads": []}
     db = None
     for _ in range(args.repeats):
@@ -140,16 +146,22 @@ def main() -> int:
         rate, _ = throughput(args.episodes, 4)
         results["4 threads"].append(rate)
     for name, rates in results.items():
-        print(f"recorder -> sqlite, {name:9s}: median {statistics.median(rates):>9,.0f} steps/s durable  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+        print(
+            f"recorder -> sqlite, {name:9s}: median {statistics.median(rates):>9,.0f} steps/s durable  (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+        )
     peer = otel_throughput(args.episodes)
     if peer is None:
         print("peer (opentelemetry-sdk in-memory spans): not installed, skipped")
     else:
         ours = statistics.median(results["1 thread"])
-        print(f"peer: opentelemetry-sdk, in-memory exporter: {peer:>9,.0f} spans/s (not durable); learnloop/peer = {ours / peer:.1f}x")
+        print(
+            f"peer: opentelemetry-sdk, in-memory exporter: {peer:>9,.0f} spans/s (not durable); learnloop/peer = {ours / peer:.1f}x"
+        )
     assert db is not None
     latency = query_latency(db)
-    print(f"get by id: median {latency['get_median_ms']:.3f} ms; filtered page of 50 (agent+status, newest first): median {latency['page50_median_ms']:.2f} ms")
+    print(
+        f"get by id: median {latency['get_median_ms']:.3f} ms; filtered page of 50 (agent+status, newest first): median {latency['page50_median_ms']:.2f} ms"
+    )
     return 0
 
 

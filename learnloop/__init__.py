@@ -26,6 +26,7 @@ from learnloop.errors import (
     NotFoundError,
     StoreError,
 )
+from learnloop.recorder import Recorder, RecorderConfig
 from learnloop.store import EpisodeQuery, Store, open_store
 
 __version__ = "0.1.0"
@@ -42,6 +43,8 @@ __all__ = [
     "NotFoundError",
     "Observation",
     "OutcomeStatus",
+    "Recorder",
+    "RecorderConfig",
     "Step",
     "Store",
     "StoreError",

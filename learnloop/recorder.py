@@ -282,7 +282,9 @@ class _Sanitizer:
             return int(value)
         if isinstance(value, float) or hasattr(value, "item"):  # numpy scalars
             try:
-                return self.value(value.item() if hasattr(value, "item") else float(value), path, depth, lenient)
+                return self.value(
+                    value.item() if hasattr(value, "item") else float(value), path, depth, lenient
+                )
             except (TypeError, ValueError):
                 pass
         if isinstance(value, str):  # str subclasses, StrEnum
@@ -396,12 +398,25 @@ class Recorder:
         self._give_up = False
         self._last_cleanup = clock()
         self._counts = dict.fromkeys(
-            ("begun", "completed", "evicted", "timed_out", "steps", "observations", "refused",
-             "truncated_values", "redactions", "written", "write_errors"),
+            (
+                "begun",
+                "completed",
+                "evicted",
+                "timed_out",
+                "steps",
+                "observations",
+                "refused",
+                "truncated_values",
+                "redactions",
+                "written",
+                "write_errors",
+            ),
             0,
         )
         self._writes_rows = hasattr(store, "add_episode_rows")
-        self._writer = threading.Thread(target=self._write_loop, name="learnloop-recorder", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="learnloop-recorder", daemon=True
+        )
         self._writer.start()
 
     @property
@@ -443,7 +458,9 @@ class Recorder:
             acceptance_criteria=tuple(
                 sanitizer.cut(str(c), self._config.max_text_chars) for c in acceptance_criteria
             ),
-            metadata=cast("dict[str, JSONValue]", sanitizer.value(dict(metadata or {}), "metadata")),
+            metadata=cast(
+                "dict[str, JSONValue]", sanitizer.value(dict(metadata or {}), "metadata")
+            ),
             versions={str(k): str(v) for k, v in (versions or {}).items()},
             started_at=now,
         )
@@ -451,14 +468,18 @@ class Recorder:
         with self._lock:
             self._check_open()
             if episode.id in self._open or episode.id in self._pending:
-                raise InvalidInputError(f"episode id {episode.id!r} is already in use; omit episode_id")
+                raise InvalidInputError(
+                    f"episode id {episode.id!r} is already in use; omit episode_id"
+                )
             while len(self._open) >= self._config.max_open_episodes:
                 evicted.append(self._open.popitem(last=False)[1])
             self._open[episode.id] = episode
             self._counts["begun"] += 1
             self._counts["truncated_values"] += sanitizer.truncated
         for old in evicted:
-            logger.warning("evicting episode %s: more than %d open", old.id, self._config.max_open_episodes)
+            logger.warning(
+                "evicting episode %s: more than %d open", old.id, self._config.max_open_episodes
+            )
             self._finish(
                 old,
                 OutcomeStatus.EVICTED,
@@ -506,10 +527,15 @@ class Recorder:
             duration_s = check_reward(duration_s, "duration_s")
         logprobs = tuple(float(x) for x in completion_logprobs)
         if logprobs and not math.isfinite(math.fsum(logprobs)):
-            raise InvalidInputError("completion_logprobs holds NaN or inf; pass finite log-probabilities")
+            raise InvalidInputError(
+                "completion_logprobs holds NaN or inf; pass finite log-probabilities"
+            )
         sanitizer = _Sanitizer(self._config)
         text_limit = self._config.max_text_chars
-        record: dict[str, JSONValue] = {"index": 0, "action": sanitizer.cut(str(action), text_limit)}
+        record: dict[str, JSONValue] = {
+            "index": 0,
+            "action": sanitizer.cut(str(action), text_limit),
+        }
         if tool is not None:
             record["tool"] = str(tool)
         if state:
@@ -752,8 +778,13 @@ class Recorder:
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
             tool_name = name or getattr(fn, "__name__", "tool")
 
-            def record(args: tuple[Any, ...], kwargs: dict[str, Any], started: float,
-                       output: Any, exc: BaseException | None) -> None:
+            def record(
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+                started: float,
+                output: Any,
+                exc: BaseException | None,
+            ) -> None:
                 handle = current_episode()
                 if handle is None:
                     return
@@ -817,7 +848,9 @@ class Recorder:
                 if self._writes_rows:
                     self._store.add_episode_rows(batch)
                 else:
-                    self._store.add_episodes([Episode.from_dict(orjson.loads(r[-1])) for r in batch])
+                    self._store.add_episodes(
+                        [Episode.from_dict(orjson.loads(r[-1])) for r in batch]
+                    )
             except Exception as exc:  # keep the rows and retry: nothing acknowledged is lost
                 logger.error("writing %d episodes failed, retrying: %s", len(batch), exc)
                 with self._lock:
@@ -870,7 +903,9 @@ class Recorder:
                 still_open = len(self._open)
             self._writer.join(timeout=5.0)
             if still_open:
-                logger.warning("recorder closed with %d episodes still open (not stored)", still_open)
+                logger.warning(
+                    "recorder closed with %d episodes still open (not stored)", still_open
+                )
 
     def abort_open(self, reason: str = "recorder closing") -> list[EpisodeId]:
         """Complete every open episode as ``aborted`` (e.g. before ``close`` on shutdown)."""

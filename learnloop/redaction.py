@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import ahocorasick
+import ahocorasick  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["REDACTED", "Redactor", "SecretPattern", "default_patterns", "redact_text"]
 
@@ -111,13 +111,13 @@ class Redactor:
         self._extra = tuple(re.compile(e) for e in extra)
         self._automaton = ahocorasick.Automaton()
         by_trigger: dict[str, list[SecretPattern | None]] = {}
-        for pattern in self._patterns:
-            for trigger in pattern.triggers:
-                by_trigger.setdefault(trigger, []).append(pattern)
+        for secret in self._patterns:
+            for trigger in secret.triggers:
+                by_trigger.setdefault(trigger, []).append(secret)
         for word in SECRET_KEY_WORDS:
             by_trigger.setdefault(word, []).append(None)  # None: a secret key word
-        for trigger, patterns in by_trigger.items():
-            self._automaton.add_word(trigger, (len(trigger), tuple(patterns)))
+        for trigger, entries in by_trigger.items():
+            self._automaton.add_word(trigger, (len(trigger), tuple(entries)))
         self._automaton.make_automaton()
 
     def _spans(self, text: str, lowered: str) -> list[tuple[int, int]]:

@@ -27,7 +27,9 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         "--status", action="append", choices=_STATUSES, help="only this status (repeatable)"
     )
     parser.add_argument("--task-contains", metavar="TEXT", help="only tasks containing TEXT")
-    parser.add_argument("--since", type=parse_time, help="started at or after (6h, 2026-11-20, epoch)")
+    parser.add_argument(
+        "--since", type=parse_time, help="started at or after (6h, 2026-11-20, epoch)"
+    )
     parser.add_argument("--until", type=parse_time, help="started before this time")
     parser.add_argument("--parent", metavar="ID", help="only the direct children of episode ID")
 
@@ -61,9 +63,7 @@ def add_parser(subparsers: Any) -> None:
     export.add_argument("--limit", type=count, help="at most this many")
     export.set_defaults(handler=_export)
 
-    importing = actions.add_parser(
-        "import", help="add episodes from a JSONL file (all or nothing)"
-    )
+    importing = actions.add_parser("import", help="add episodes from a JSONL file (all or nothing)")
     add_store_option(importing)
     add_json_flag(importing)
     importing.add_argument("file", help="JSONL file, or - for stdin")
@@ -197,7 +197,9 @@ def _show(args: argparse.Namespace) -> int:
             table.add_row(str(item.index), f"[{item.source}]", "", "", "", str(item.content)[:80])
     console.print(table)
     for depth, child in tree:
-        console.print(f"{'  ' * (depth + 1)}└ {child.id[:12]} {child.status.value} {child.task[:60]}")
+        console.print(
+            f"{'  ' * (depth + 1)}└ {child.id[:12]} {child.status.value} {child.task[:60]}"
+        )
     return 0
 
 
@@ -245,7 +247,7 @@ def _stats(args: argparse.Namespace) -> int:
         for episode in store.iter_episodes(_query(args)):
             groups[(episode.agent_id, episode.status.value)].append(episode.total_reward)
             steps += len(episode.steps)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "agent_id": agent,
             "status": status,
@@ -265,6 +267,8 @@ def _stats(args: argparse.Namespace) -> int:
     for column in ("agent", "status", "episodes", "mean reward"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["agent_id"], row["status"], str(row["episodes"]), f"{row['mean_reward']:.3g}")
+        table.add_row(
+            row["agent_id"], row["status"], str(row["episodes"]), f"{row['mean_reward']:.3g}"
+        )
     Console().print(table)
     return 0

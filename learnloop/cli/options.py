@@ -62,7 +62,7 @@ def parse_time(text: str) -> float:
             "2026-11-20T12:00, or an age like 6h or 7d"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
 
 
@@ -74,4 +74,4 @@ def print_json(value: Any) -> None:
 def format_time(value: float | None) -> str:
     if value is None:
         return "-"
-    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(value, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -54,12 +54,15 @@ def open_store(url: str | None = None) -> Store:
         return SqliteStore(path)
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from learnloop.store.postgres import PostgresStore
+            from learnloop.store.postgres import (  # type: ignore[import-not-found, unused-ignore]
+                PostgresStore,
+            )
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ImportError(
-                f"the PostgreSQL store needs the 'postgres' extra: pip install 'learnloop[postgres]' ({exc})"
+                "the PostgreSQL store needs the 'postgres' extra: "
+                f"pip install 'learnloop[postgres]' ({exc})"
             ) from exc
-        return PostgresStore(url)  # type: ignore[no-any-return]
+        return PostgresStore(url)  # type: ignore[no-any-return, unused-ignore]
     if "://" in url:
         raise ConfigError(
             f"unknown store URL scheme in {url!r}; use sqlite:///path.db or postgresql://..."

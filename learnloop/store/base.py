@@ -70,9 +70,7 @@ class EpisodeQuery:
         if self.offset < 0:
             raise InvalidInputError(f"offset must be >= 0, got {self.offset}")
         if self.statuses is not None:
-            object.__setattr__(
-                self, "statuses", tuple(OutcomeStatus(s) for s in self.statuses)
-            )
+            object.__setattr__(self, "statuses", tuple(OutcomeStatus(s) for s in self.statuses))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +158,6 @@ class Store(EpisodeStore, DocumentStore, Protocol):
     """What a backend provides: both protocols, plus ``close`` and its URL."""
 
     @property
-    def url(self) -> str:
-        ...
+    def url(self) -> str: ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...

@@ -114,7 +114,9 @@ def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Episode]:
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise InvalidInputError(f"line {number}: not valid JSON ({exc}); fix or remove it") from None
+            raise InvalidInputError(
+                f"line {number}: not valid JSON ({exc}); fix or remove it"
+            ) from None
         try:
             model = _EpisodeModel.model_validate(data)
         except ValidationError as exc:

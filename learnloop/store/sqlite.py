@@ -90,7 +90,11 @@ class SqliteStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 30.0,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ConfigError(f"synchronous must be one of {_SYNCHRONOUS}, got {synchronous!r}")
@@ -146,7 +150,9 @@ class SqliteStore:
                 self._connections.append(conn)
         return conn
 
-    def _write(self, statements: Sequence[tuple[str, Sequence[Any] | Sequence[Sequence[Any]], bool]]) -> None:
+    def _write(
+        self, statements: Sequence[tuple[str, Sequence[Any] | Sequence[Sequence[Any]], bool]]
+    ) -> None:
         """Run (sql, params, many) statements in one IMMEDIATE transaction."""
         conn = self._conn()
         with self._write_lock:
@@ -154,7 +160,7 @@ class SqliteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 for sql, params, many in statements:
                     if many:
-                        conn.executemany(sql, params)  # type: ignore[arg-type]
+                        conn.executemany(sql, params)  # type: ignore[arg-type, unused-ignore]
                     else:
                         conn.execute(sql, params)
                 conn.execute("COMMIT")
@@ -229,9 +235,9 @@ class SqliteStore:
         self._write([(_UPSERT_EPISODE, rows, True)])
 
     def get_episode(self, episode_id: str) -> Episode:
-        row = self._conn().execute(
-            "SELECT body FROM episodes WHERE id = ?", (episode_id,)
-        ).fetchone()
+        row = (
+            self._conn().execute("SELECT body FROM episodes WHERE id = ?", (episode_id,)).fetchone()
+        )
         if row is None:
             raise NotFoundError(f"no episode with id {episode_id!r} in {self.url}")
         return Episode.from_dict(orjson.loads(row[0]))
@@ -348,10 +354,14 @@ class SqliteStore:
     # --- documents --------------------------------------------------------------------
 
     def get_document(self, collection: str, key: str) -> Document | None:
-        row = self._conn().execute(
-            "SELECT revision, data, updated_at FROM documents WHERE collection = ? AND key = ?",
-            (collection, key),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT revision, data, updated_at FROM documents WHERE collection = ? AND key = ?",
+                (collection, key),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return Document(collection, key, row[0], orjson.loads(row[1]), row[2])

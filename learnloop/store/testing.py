@@ -94,7 +94,9 @@ def check_filters(store: Any) -> None:
     window = EpisodeQuery(started_after=1_700_000_005.0, started_before=1_700_000_008.0)
     assert [e.id for e in store.query_episodes(window)] == ["ep-00005", "ep-00006", "ep-00007"]
     assert store.count_episodes(EpisodeQuery(metadata={"split": "heldout"})) == 4
-    assert store.count_episodes(EpisodeQuery(metadata={"seed": 1, "split": "train"})) == 4  # 1, 9, 13, 17
+    assert (
+        store.count_episodes(EpisodeQuery(metadata={"seed": 1, "split": "train"})) == 4
+    )  # 1, 9, 13, 17
     assert store.count_episodes(EpisodeQuery(statuses=())) == 0
 
 
@@ -113,7 +115,9 @@ def check_order_and_pages(store: Any) -> None:
 def check_same_start_time_pages(store: Any) -> None:
     store.add_episodes([make_episode(i, started_at=1_700_000_000.0) for i in range(9)])
     streamed = [e.id for e in store.iter_episodes(EpisodeQuery(), page_size=2)]
-    assert streamed == sorted(streamed) and len(streamed) == 9, "keyset paging lost or repeated rows"
+    assert streamed == sorted(streamed) and len(streamed) == 9, (
+        "keyset paging lost or repeated rows"
+    )
 
 
 def check_tree(store: Any) -> None:
@@ -172,7 +176,10 @@ def check_document_cas_race(store: Any) -> None:
             assert doc is not None
             try:
                 store.put_document(
-                    "counters", "x", {"value": doc.data["value"] + 1}, expected_revision=doc.revision
+                    "counters",
+                    "x",
+                    {"value": doc.data["value"] + 1},
+                    expected_revision=doc.revision,
                 )
             except ConflictError:
                 continue
@@ -191,7 +198,7 @@ def check_unicode_and_floats(store: Any) -> None:
     values = [0.1, 1e-300, 1.7976931348623157e308, -0.0, 123456789.123456789]
     episode = make_episode(
         4,
-        task="naïve 日本語 🚀 \"quotes\" \\ back\nslash",
+        task='naïve 日本語 🚀 "quotes" \\ back\nslash',
         metadata={"floats": values, "deep": {"a": [{"b": [None, True]}]}},
     )
     store.add_episodes([episode])

@@ -22,7 +22,9 @@ from learnloop.errors import InvalidInputError
 
 def _episode(rewards: list[float], **fields) -> Episode:
     return Episode.new(
-        "t", steps=[Step.new(i, f"a{i}", reward=r, result=i) for i, r in enumerate(rewards)], **fields
+        "t",
+        steps=[Step.new(i, f"a{i}", reward=r, result=i) for i, r in enumerate(rewards)],
+        **fields,
     )
 
 
@@ -103,12 +105,19 @@ def test_from_dict_rejects_malformed() -> None:
     with pytest.raises(InvalidInputError, match="unknown episode status"):
         Episode.from_dict({"id": "a", "task": "x", "status": "finished"})
     with pytest.raises(InvalidInputError, match="unknown step field"):
-        Episode.from_dict({"id": "a", "task": "x", "steps": [{"index": 0, "action": "a", "foo": 1}]})
+        Episode.from_dict(
+            {"id": "a", "task": "x", "steps": [{"index": 0, "action": "a", "foo": 1}]}
+        )
 
 
 def test_statuses() -> None:
     assert [s.value for s in OutcomeStatus] == [
-        "in_progress", "success", "failure", "aborted", "timeout", "evicted",
+        "in_progress",
+        "success",
+        "failure",
+        "aborted",
+        "timeout",
+        "evicted",
     ]
     assert not OutcomeStatus.IN_PROGRESS.is_final and OutcomeStatus.TIMEOUT.is_final
 

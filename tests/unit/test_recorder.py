@@ -35,8 +35,19 @@ def recorder(sqlite_store: SqliteStore):
 
 def test_begin_step_observe_complete(recorder: Recorder, sqlite_store: SqliteStore) -> None:
     eid = recorder.begin("book a flight", agent_id="travel", metadata={"user": "u1"})
-    assert recorder.step(eid, "call search", tool="search", state={"q": "BER"}, reward=0.5,
-                         confidence=0.8, success=True, duration_s=0.2) == 0
+    assert (
+        recorder.step(
+            eid,
+            "call search",
+            tool="search",
+            state={"q": "BER"},
+            reward=0.5,
+            confidence=0.8,
+            success=True,
+            duration_s=0.2,
+        )
+        == 0
+    )
     assert recorder.observe(eid, {"price": 120}, source="world", confidence=0.9) == 1
     assert recorder.step(eid, "call book", tool="book", reward=1.0) == 2
     final = recorder.complete(eid, status="success", outcome={"booked": True}, reward=2.0)
@@ -73,7 +84,7 @@ def test_misuse_raises_at_once(recorder: Recorder) -> None:
         import datetime
 
         recorder.step(eid, "a", state={"when": datetime.datetime.now()})
-    with pytest.raises(InvalidInputError, match="state.ids holds a set"):
+    with pytest.raises(InvalidInputError, match=r"state\.ids holds a set"):
         recorder.step(eid, "a", state={"ids": {1, 2}})
     with pytest.raises(InvalidInputError, match=r"state.x is nan"):
         recorder.step(eid, "a", state={"x": float("nan")})
@@ -94,7 +105,9 @@ def test_values_are_bounded(sqlite_store: SqliteStore) -> None:
     with Recorder(sqlite_store, config) as rec:
         eid = rec.begin("t")
         huge = "x" * 10_000_000
-        rec.step(eid, "a", state={"s": huge, "items": list(range(5)), "deep": {"a": {"b": {"c": 1}}}})
+        rec.step(
+            eid, "a", state={"s": huge, "items": list(range(5)), "deep": {"a": {"b": {"c": 1}}}}
+        )
         episode = rec.complete(eid)
         assert rec.stats().truncated_values == 3
     state = episode.steps[0].state
@@ -150,7 +163,9 @@ def test_ttl_times_out_episodes(sqlite_store: SqliteStore) -> None:
     assert stored.status is OutcomeStatus.TIMEOUT and "ttl_s=60" in (stored.status_reason or "")
 
 
-def test_context_manager_success_failure_and_nesting(recorder: Recorder, sqlite_store: SqliteStore) -> None:
+def test_context_manager_success_failure_and_nesting(
+    recorder: Recorder, sqlite_store: SqliteStore
+) -> None:
     with recorder.episode("outer") as outer:
         assert current_episode() is outer
         outer.step("plan")
@@ -220,7 +235,9 @@ def test_secrets_are_redacted_before_storage(recorder: Recorder, sqlite_store: S
         eid,
         "http",
         state={
-            "headers": {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"},
+            "headers": {
+                "Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"
+            },
             "url": "https://admin:hunter2@db.example.com/x",
             "api_key": "plain-value-123",
             "cmd": "export AWS_ACCESS_KEY_ID=AKIAABCDEFGHIJKLMNOP password=swordfish",
@@ -232,7 +249,15 @@ def test_secrets_are_redacted_before_storage(recorder: Recorder, sqlite_store: S
     stored = sqlite_store.get_episode(eid)
     assert stored == final
     text = str(stored.to_dict())
-    for secret in ("sk-abcdefghij", "eyJhbGci", "hunter2", "plain-value-123", "AKIAABCD", "swordfish", "MIIEow"):
+    for secret in (
+        "sk-abcdefghij",
+        "eyJhbGci",
+        "hunter2",
+        "plain-value-123",
+        "AKIAABCD",
+        "swordfish",
+        "MIIEow",
+    ):
         assert secret not in text, secret
     assert stored.task == "call the API with key [REDACTED]"
     assert stored.steps[0].state["url"] == "https://admin:[REDACTED]@db.example.com/x"
@@ -262,7 +287,9 @@ def test_concurrent_threads_each_step_in_its_own_episode(sqlite_store: SqliteSto
     assert not errors
     assert sqlite_store.count_episodes() == num_threads * per_thread
     for episode in sqlite_store.iter_episodes():
-        assert [s.action for s in episode.steps] == [f"{episode.task}-s{k}" for k in range(steps_each)]
+        assert [s.action for s in episode.steps] == [
+            f"{episode.task}-s{k}" for k in range(steps_each)
+        ]
 
 
 def test_asyncio_tasks_keep_their_own_current_episode(recorder: Recorder) -> None:

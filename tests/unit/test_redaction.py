@@ -24,7 +24,10 @@ from learnloop.redaction import Redactor, redact_text
         ("password=hunter2 and more", "password=[REDACTED] and more"),
         ("DB_PASSWORD: s3cr3t", "DB_PASSWORD: [REDACTED]"),
         ("client_secret='abc123'", "client_secret='[REDACTED]'"),
-        ("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----", "[REDACTED]"),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----",
+            "[REDACTED]",
+        ),
         # things that are not secrets stay as they are
         ("max_tokens=100", "max_tokens=100"),
         ("monkey: banana", "monkey: banana"),

@@ -27,16 +27,26 @@ def test_export_import_roundtrip(sqlite_store: SqliteStore, tmp_path) -> None:
     [
         ("{not json", "line 3: not valid JSON"),
         (json.dumps({"task": "no id"}), "line 3: not a valid episode: id"),
-        (json.dumps({"id": "x", "task": "t", "status": "done"}), "line 3: not a valid episode: status"),
         (
-            json.dumps({"id": "x", "task": "t", "steps": [{"index": 0, "action": "a", "confidence": 2}]}),
+            json.dumps({"id": "x", "task": "t", "status": "done"}),
+            "line 3: not a valid episode: status",
+        ),
+        (
+            json.dumps(
+                {"id": "x", "task": "t", "steps": [{"index": 0, "action": "a", "confidence": 2}]}
+            ),
             "line 3: not a valid episode: steps.0.confidence",
         ),
         (
-            json.dumps({"id": "x", "task": "t", "steps": [{"index": 0, "action": "a", "reward": "NaN"}]}),
+            json.dumps(
+                {"id": "x", "task": "t", "steps": [{"index": 0, "action": "a", "reward": "NaN"}]}
+            ),
             "line 3: not a valid episode: steps.0.reward",
         ),
-        (json.dumps({"id": "x", "task": "t", "surprise": 1}), "line 3: not a valid episode: surprise"),
+        (
+            json.dumps({"id": "x", "task": "t", "surprise": 1}),
+            "line 3: not a valid episode: surprise",
+        ),
     ],
 )
 def test_corrupt_line_is_named_and_nothing_imported(

@@ -1,0 +1,51 @@
+"""``learnloop train ppo|grpo`` in-process: flags from the configs, JSON summary, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from learnloop.cli.main import main  # noqa: E402
+
+
+def test_ppo_on_cartpole_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "ppo", "--env", "CartPole-v1", "--iterations", "2", "--num-envs", "2",
+                 "--num-steps", "16", "--eval-episodes", "2", "--output-dir", str(tmp_path),
+                 "--hidden-sizes", "16", "16", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["algorithm"] == "ppo" and summary["env_steps"] == 64
+    assert summary["heldout"]["avg_reward"] > 0
+    settings = json.loads((tmp_path / "summary.json").read_text())["settings"]
+    assert settings["ppo"]["num_envs"] == 2 and settings["policy"]["hidden_sizes"] == [16, 16]
+    assert (tmp_path / "episodes.db").exists()
+
+
+def test_mode_rl_alias_and_grpo_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--mode", "rl", "--env", "CartPole-v1", "--iterations", "1",
+                 "--num-envs", "1", "--num-steps", "8", "--eval-episodes", "1", "--no-record",
+                 "--output-dir", str(tmp_path / "ppo"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["train", "grpo", "--iterations", "2", "--group-size", "2", "--tasks-per-iteration",
+                 "2", "--no-record", "--output-dir", str(tmp_path / "grpo")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out evaluation" in out and "grpo on learnloop/ToolUse-v0" in out
+
+
+def test_bad_values_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "ppo", "--gamma", "1.5", "--output-dir", str(tmp_path)]) == 2
+    assert "gamma" in capsys.readouterr().err
+    assert main(["train", "ppo", "--env", "NoSuchEnv-v9", "--output-dir", str(tmp_path)]) == 2
+    assert "NoSuchEnv-v9" in capsys.readouterr().err
+    assert main(["train", "ppo", "--num-envs", "many"]) == 2
+
+
+def test_help_lists_config_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "grpo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--group-size" in out and "Attempts G at the same task" in out
+    assert "--kl-coef" in out and "--resume" in out

@@ -1,0 +1,130 @@
+"""Rollout collector: lockstep batches, failures recorded not fatal, recording, truncation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from learnloop.episode import OutcomeStatus  # noqa: E402
+from learnloop.recorder import Recorder  # noqa: E402
+from learnloop.store import open_store  # noqa: E402
+from learnloop.train.policies import MLPPolicy, RandomPolicy  # noqa: E402
+from learnloop.train.rollout import RolloutCollector  # noqa: E402
+
+
+class CountingEnv(gym.Env[np.ndarray, int]):
+    """Reward 1 per step; terminates after `length` steps; action 2 is masked; may raise."""
+
+    def __init__(self, length: int = 3, fail_at: int | None = None) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 10.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self.length, self.fail_at, self.t = length, fail_at, 0
+
+    def _info(self) -> dict[str, Any]:
+        return {"action_mask": np.array([1, 1, 0], np.int8), "tools": ("a", "b", "c"),
+                "best_tool": "a", "task_text": "count"}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0, 1.0], np.float32), self._info()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        assert action != 2, "masked action taken"
+        self.t += 1
+        if self.fail_at is not None and self.t == self.fail_at:
+            raise RuntimeError("tool crashed")
+        done = self.t >= self.length
+        info = {**self._info(), "reward_components": {"success": 1.0}, "task_success": done}
+        return np.array([self.t, 1.0], np.float32), 1.0, done, False, info
+
+
+def test_collect_steps_shapes_dones_and_masks() -> None:
+    collector = RolloutCollector([CountingEnv(3) for _ in range(4)], seed=0)
+    batch = collector.collect_steps(RandomPolicy(3), 7, generator=torch.Generator().manual_seed(0))
+    assert batch.obs.shape == (7, 4, 2) and batch.actions.shape == (7, 4)
+    assert not np.isin(batch.actions, [2]).any()
+    # episodes of 3 steps: done after steps 3 and 6 (t = 2, 5)
+    assert batch.dones[:, 0].tolist() == [0, 0, 1, 0, 0, 1, 0]
+    assert batch.terminated.sum() == batch.dones.sum() and batch.truncated_values.sum() == 0
+    assert len(batch.episodes) == 8 and all(e.total_reward == 3.0 and e.success for e in batch.episodes)
+    assert batch.reward_components["success"].sum() == 28
+    assert all(e.tool_accuracy is not None for e in batch.episodes)
+    # episodes continue across calls: 7 + 2 = 9 steps closes the third episode
+    assert collector.collect_steps(RandomPolicy(3), 2).dones[1, 0] == 1
+
+
+def test_failing_attempt_is_recorded_as_failed_and_collection_goes_on(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/e.db")
+    recorder = Recorder(store)
+    envs = [CountingEnv(3, fail_at=2), CountingEnv(3)]
+    collector = RolloutCollector(envs, seed=0, recorder=recorder)
+    batch = collector.collect_episodes(RandomPolicy(3), seeds=[1, 2], max_steps=10)
+    failed, ok = batch.episodes
+    assert failed.error is not None and "tool crashed" in failed.error and failed.success is False
+    assert failed.length == 2 and ok.length == 3 and ok.success is True
+    assert batch.valid[:, 0].tolist() == [True, True, False] and batch.valid[:, 1].all()
+    recorder.close()
+    episodes = {e.id: e for e in store.query_episodes()}
+    assert episodes[failed.episode_id].status is OutcomeStatus.FAILURE
+    assert episodes[failed.episode_id].steps[-1].error is not None
+    assert episodes[ok.episode_id].status is OutcomeStatus.SUCCESS
+    assert [s.tool for s in episodes[ok.episode_id].steps] != [] and len(episodes[ok.episode_id].steps) == 3
+    store.close()
+
+
+def test_truncated_episodes_report_the_bootstrap_value() -> None:
+    env = gym.wrappers.TimeLimit(CountingEnv(100), max_episode_steps=4)
+    collector = RolloutCollector([env], seed=0)
+    policy = MLPPolicy(2, 3, seed=0)
+    with torch.no_grad():
+        policy.critic[-1].bias.fill_(5.0)
+    batch = collector.collect_steps(policy, 5)
+    assert batch.dones[:, 0].tolist() == [0, 0, 0, 1, 0]
+    assert batch.terminated[:, 0].sum() == 0
+    with torch.no_grad():
+        expected = policy.predict_values(torch.tensor([[4.0, 1.0]]))[0].item()
+    assert batch.truncated_values[3, 0] == pytest.approx(expected)
+    assert batch.truncated_values[[0, 1, 2, 4], 0].tolist() == [0, 0, 0, 0]
+
+
+def test_collect_episodes_runs_one_episode_per_env_with_options() -> None:
+    collector = RolloutCollector([CountingEnv(2), CountingEnv(4)], seed=0)
+    batch = collector.collect_episodes(RandomPolicy(3), seeds=[0, 0], options=[None, {"x": 1}])
+    assert [e.length for e in batch.episodes] == [2, 4]
+    assert batch.num_steps == 6 and batch.obs.shape[0] == 4
+
+
+class CountingPolicy(RandomPolicy):
+    """The random policy, counting its batched forward passes."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__(num_actions)
+        self.calls = 0
+        self.rows = 0
+
+    def act(self, obs: Any, action_mask: Any = None, **kwargs: Any) -> Any:
+        self.calls += 1
+        self.rows += obs.shape[0]
+        return super().act(obs, action_mask, **kwargs)
+
+
+def test_suite_attempts_are_collected_in_lockstep() -> None:
+    from learnloop.train.run import make_envs
+
+    envs = make_envs("learnloop/ToolUse-v0", 8)
+    collector = RolloutCollector(envs, seed=0)
+    policy = CountingPolicy(collector.num_actions)
+    options = [{"task_index": 3}] * 8
+    batch = collector.collect_episodes(policy, seeds=list(range(8)), options=options)
+    assert len(batch.episodes) == 8 and len({e.task for e in batch.episodes}) == 1
+    # one forward pass per tick for all 8 attempts: ticks = the longest attempt
+    assert policy.calls == max(e.length for e in batch.episodes)
+    assert policy.rows == 8 * policy.calls
+    assert batch.num_steps == sum(e.length for e in batch.episodes)
