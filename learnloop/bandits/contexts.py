@@ -224,9 +224,8 @@ class HashedTextFeaturizer:
         elif dim is not None:
             raise ConfigError("pass either config or dim, not both")
         self.config = config
-        self._cache: OrderedDict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]] = (
-            OrderedDict()
-        )
+        # the contexts themselves are cached: they are immutable and carry their text
+        self._cache: OrderedDict[str, Context] = OrderedDict()
 
     @property
     def dim(self) -> int:
@@ -257,16 +256,19 @@ class HashedTextFeaturizer:
         return indices, values
 
     def __call__(self, text: str) -> Context:
-        cached = self._cache.get(text)
-        if cached is None:
-            cached = self._compute(text)
-            if self.config.cache_size:
-                self._cache[text] = cached
-                if len(self._cache) > self.config.cache_size:
-                    self._cache.popitem(last=False)
-        else:
+        context = self._cache.get(text)
+        if context is not None:
             self._cache.move_to_end(text)
-        return Context(key="*", indices=cached[0], values=cached[1], dim=self.config.dim, text=text)
+            return context
+        indices, values = self._compute(text)
+        indices.flags.writeable = False
+        values.flags.writeable = False
+        context = Context(key="*", indices=indices, values=values, dim=self.config.dim, text=text)
+        if self.config.cache_size:
+            self._cache[text] = context
+            if len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        return context
 
     def to_dict(self) -> dict[str, Any]:
         c = self.config

@@ -25,6 +25,7 @@ text features of a :class:`~learnloop.bandits.contexts.Context`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -40,6 +41,7 @@ from learnloop.errors import ConfigError, InvalidInputError
 __all__ = [
     "DiagonalGaussianConfig",
     "DiagonalGaussianRegression",
+    "GaussianMaxProbability",
     "LinUCB",
     "LinUCBConfig",
     "LinearThompson",
@@ -79,6 +81,88 @@ def probability_of_max(
         return float(weights.sum() / math.sqrt(math.pi))
     cdf = normal_cdf((z[:, None] - means[rivals]) / stds[rivals])  # (q, rivals)
     return float(np.clip(weights @ cdf.prod(axis=1) / math.sqrt(math.pi), 0.0, 1.0))
+
+
+@functools.cache
+def _upper_tail_table(resolution: float, span: float) -> Floats:
+    """Read-only ``P(N > v)`` for ``v = -span, -span + resolution, ..., span`` (exact erfc)."""
+    count = round(2.0 * span / resolution) + 1
+    table = np.fromiter(
+        (0.5 * math.erfc((-span + i * resolution) / math.sqrt(2.0)) for i in range(count)),
+        dtype=np.float64,
+        count=count,
+    )
+    table.flags.writeable = False
+    return table
+
+
+class GaussianMaxProbability:
+    """:func:`probability_of_max` on the selection path: same quadrature, a tabulated CDF.
+
+    ``P(X_k = max) = sum_q w_q prod_{a != k} Phi((z_q - mu_a) / s_a)`` with
+    ``z_q = mu_k + sqrt(2) s_k t_q`` (Gauss–Hermite nodes ``t_q``). ``Phi`` is read from a
+    table with step ``resolution`` (nearest entry: each factor is off by at most
+    ``resolution / 2 * phi``, i.e. ~2e-4 absolute and ``resolution (|v| + 1) / 2``
+    relative in the lower tail), so one call is a dozen numpy operations on
+    preallocated buffers instead of a rational approximation per factor.
+    The quadrature's own error dominates (see :func:`probability_of_max`).
+
+    >>> p = GaussianMaxProbability()
+    >>> round(p(np.array([0.3, 0.1]), np.array([0.2, 0.3]), 0), 4)  # Phi(0.2 / hypot(0.2, 0.3))
+    0.7104
+    """
+
+    def __init__(self, num_nodes: int = 24, *, resolution: float = 1e-3, span: float = 8.5) -> None:
+        if not 4 <= num_nodes <= 200:
+            raise ConfigError(f"num_nodes must lie in [4, 200], got {num_nodes}")
+        if not 0.0 < resolution <= 0.1 or not span >= 6.0:
+            raise ConfigError(
+                f"need 0 < resolution <= 0.1 and span >= 6, got {resolution}, {span}"
+            )
+        nodes, weights = np.polynomial.hermite.hermgauss(num_nodes)
+        weights = weights / math.sqrt(math.pi)
+        # the outermost nodes carry < 1e-9 of the mass in all (3.4e-10 of 24 nodes): skip them
+        keep = weights >= 1e-9
+        self._nodes = math.sqrt(2.0) * nodes[keep]
+        self._weights = weights[keep]
+        self._table = _upper_tail_table(resolution, span)
+        self._inv_resolution = 1.0 / resolution
+        # index of v is (v + span) / resolution; + 0.5 makes truncation round to nearest
+        self._offset = span / resolution + 0.5
+        self._last = float(self._table.size - 1)
+        q = self._nodes.size
+        self._z = np.empty(q)
+        self._grid = np.empty((0, q))
+        self._index = np.empty((0, q), dtype=np.intp)
+        self._factors = np.empty((0, q))
+        self._product = np.empty(q)
+
+    def _buffers(self, m: int) -> tuple[Floats, npt.NDArray[np.intp], Floats]:
+        if self._grid.shape[0] < m:
+            q = self._z.size
+            self._grid = np.empty((m, q))
+            self._index = np.empty((m, q), dtype=np.intp)
+            self._factors = np.empty((m, q))
+        return self._grid[:m], self._index[:m], self._factors[:m]
+
+    def __call__(self, means: Floats, stds: Floats, position: int) -> float:
+        """P(``X_position`` is the largest) for independent ``X_a ~ N(means_a, stds_a^2)``, stds > 0."""
+        m = means.size
+        if m == 1:
+            return 1.0
+        grid, index, factors = self._buffers(m)
+        z = np.multiply(self._nodes, stds[position], out=self._z)
+        z += means[position]
+        # (mu_a - z_q) / s_a in table steps; factor a at node q is P(N > that) = Phi((z_q - mu_a)/s_a)
+        np.subtract.outer(means, z, out=grid)
+        grid *= (self._inv_resolution / stds)[:, None]
+        grid += self._offset
+        np.minimum(grid, self._last, out=grid)
+        np.copyto(index, grid, casting="unsafe")  # truncation; negatives clip to entry 0 below
+        self._table.take(index, mode="clip", out=factors)
+        factors[position] = 1.0
+        np.multiply.reduce(factors, axis=0, out=self._product)
+        return min(max(float(self._product @ self._weights), 0.0), 1.0)
 
 
 def squarecb_probabilities(predictions: Floats, gamma: float) -> Floats:
@@ -285,7 +369,7 @@ class LinearThompson(_LinearPolicy):
         super().__init__(dim)
         self.config = config or LinearThompsonConfig()
         self.model = DiagonalGaussianRegression(dim, self.config.model)
-        self._nodes, self._weights = np.polynomial.hermite.hermgauss(self.config.quadrature_nodes)
+        self._max_probability = GaussianMaxProbability(self.config.quadrature_nodes)
 
     def add_arms(self, num_arms: int) -> None:
         self.model.grow(num_arms)
@@ -294,21 +378,25 @@ class LinearThompson(_LinearPolicy):
     def _score_distribution(self, context: Context, arms: Arms) -> tuple[Floats, Floats]:
         self._check(context)
         mean, variance = self.model.predict(context, arms)
-        return mean, self.config.exploration * np.sqrt(variance)
+        std = np.sqrt(variance, out=variance)
+        std *= self.config.exploration
+        return mean, std
 
     def select(self, context: Context, arms: Arms, rng: np.random.Generator) -> tuple[int, float]:
         mean, std = self._score_distribution(context, arms)
         if self.config.exploration == 0.0:
             return epsilon_argmax_choice(mean, 0.0, rng)
-        position = int(np.argmax(mean + std * rng.standard_normal(arms.size)))
-        return position, probability_of_max(mean, std, position, self._nodes, self._weights)
+        draw = rng.standard_normal(arms.size)
+        draw *= std
+        draw += mean
+        position = int(draw.argmax())
+        return position, self._max_probability(mean, std, position)
 
     def probabilities(self, context: Context, arms: Arms) -> Floats:
         mean, std = self._score_distribution(context, arms)
         if self.config.exploration == 0.0:
             return argmax_probabilities(mean, 0.0)
-        p = np.array([probability_of_max(mean, std, k, self._nodes, self._weights)
-                      for k in range(arms.size)])
+        p = np.array([self._max_probability(mean, std, k) for k in range(arms.size)])
         return np.asarray(p / p.sum())
 
     def values(self, context: Context, arms: Arms) -> Floats:

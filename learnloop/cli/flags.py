@@ -26,6 +26,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
 import textwrap
 import types
 import typing
@@ -45,7 +46,7 @@ def field_docs(cls: type) -> dict[str, str]:
     if not isinstance(body, ast.ClassDef):
         return docs
     statements = body.body
-    for current, following in zip(statements, statements[1:]):
+    for current, following in itertools.pairwise(statements):
         if (
             isinstance(current, ast.AnnAssign)
             and isinstance(current.target, ast.Name)

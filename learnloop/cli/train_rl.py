@@ -57,16 +57,26 @@ def _table(result: Any) -> Any:
     from rich.table import Table
 
     table = Table(title=f"held-out evaluation ({result.env})")
-    for column in ("iteration", "success", "avg reward", "tool acc.",
-                   "baseline success", "baseline reward", "baseline tool acc."):
+    for column in (
+        "iteration",
+        "success",
+        "avg reward",
+        "tool acc.",
+        "baseline success",
+        "baseline reward",
+        "baseline tool acc.",
+    ):
         table.add_column(column, justify="right")
     for row in result.evaluations:
         policy, baseline = row["policy"], row["baseline"] or {}
         table.add_row(
             str(row["iteration"]),
-            _format(policy["success_rate"]), _format(policy["avg_reward"]),
-            _format(policy["tool_accuracy"]), _format(baseline.get("success_rate")),
-            _format(baseline.get("avg_reward")), _format(baseline.get("tool_accuracy")),
+            _format(policy["success_rate"]),
+            _format(policy["avg_reward"]),
+            _format(policy["tool_accuracy"]),
+            _format(baseline.get("success_rate")),
+            _format(baseline.get("avg_reward")),
+            _format(baseline.get("tool_accuracy")),
         )
     return table
 
@@ -125,8 +135,12 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(task, completed=done, status=status)
 
             result = train(
-                algorithm, run_config, algo_config, policy_config,
-                recorder=recorder, on_iteration=on_iteration,
+                algorithm,
+                run_config,
+                algo_config,
+                policy_config,
+                recorder=recorder,
+                on_iteration=on_iteration,
             )
     finally:
         if recorder is not None:

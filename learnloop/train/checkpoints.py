@@ -168,7 +168,9 @@ class CheckpointManager:
     def load(self, info: CheckpointInfo) -> dict[str, Any] | None:
         """The state of a checkpoint, or None (with a warning) if it is corrupt."""
         if not self.verify(info):
-            logger.warning("checkpoint %s is corrupt or partial (size/sha256 mismatch); skipping", info.path)
+            logger.warning(
+                "checkpoint %s is corrupt or partial (size/sha256 mismatch); skipping", info.path
+            )
             return None
         try:
             # Our own file, hash-checked above; it holds RNG states and pickled
@@ -199,7 +201,9 @@ class CheckpointManager:
             return
         keep = {infos[-1].iteration}
         scored = sorted(
-            (i for i in infos if i.score is not None), key=lambda i: (i.score, i.iteration), reverse=True
+            (i for i in infos if i.score is not None),
+            key=lambda i: (i.score, i.iteration),
+            reverse=True,
         )
         keep.update(i.iteration for i in scored[: self.keep_best])
         for info in infos:

@@ -109,9 +109,7 @@ class PPOConfig:
         if not 0.0 < self.clip_eps < 1.0:
             raise ConfigError(f"PPOConfig.clip_eps must lie in (0, 1), got {self.clip_eps!r}")
         if self.clip_value is not None and not self.clip_value > 0:
-            raise ConfigError(
-                f"PPOConfig.clip_value must be > 0 or None, got {self.clip_value!r}"
-            )
+            raise ConfigError(f"PPOConfig.clip_value must be > 0 or None, got {self.clip_value!r}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ConfigError(f"PPOConfig.target_kl must be > 0 or None, got {self.target_kl!r}")
         if self.value_coef < 0 or self.entropy_coef < 0:
@@ -147,7 +145,7 @@ class GRPOConfig:
     kl_coef: float = 0.0
     """Weight beta of the KL penalty to the reference (initial) policy; 0 turns it off."""
     advantage: Literal["outcome", "process"] = "outcome"
-    """'outcome': the group-normalized episode reward on every step; 'process': group-normalized step rewards summed to go (sec. 4.1.3)."""
+    """'outcome': normalized episode reward on each step; 'process': normalized rewards to go."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     max_episode_steps: int = 1000

@@ -81,13 +81,17 @@ def heldout_plan(env: gym.Env[Any, Any], num_episodes: int, *, seed: int = 0) ->
             seeds=tuple(base + i for i in range(count)),
             options=tuple({"task_index": i} for i in range(count)),
         )
-    return EvalPlan(seeds=tuple(base + i for i in range(num_episodes)), options=(None,) * num_episodes)
+    return EvalPlan(
+        seeds=tuple(base + i for i in range(num_episodes)), options=(None,) * num_episodes
+    )
 
 
 def summarize(episodes: Sequence[EpisodeSummary]) -> EvalResult:
     """Aggregate finished attempts into an :class:`EvalResult`."""
     if not episodes:
-        return EvalResult(success_rate=None, avg_reward=float("nan"), tool_accuracy=None, num_episodes=0)
+        return EvalResult(
+            success_rate=None, avg_reward=float("nan"), tool_accuracy=None, num_episodes=0
+        )
     known = [e.success for e in episodes if e.success is not None]
     decisions = sum(e.num_tool_decisions for e in episodes)
     correct = sum(e.num_correct_tools for e in episodes)
@@ -128,8 +132,12 @@ def evaluate_policy(
             seeds += [None] * (width - used)  # idle environments run a throwaway episode
             options += [None] * (width - used)
             batch = collector.collect_episodes(
-                policy, seeds=seeds, options=options, max_steps=max_steps,
-                generator=generator, greedy=greedy,
+                policy,
+                seeds=seeds,
+                options=options,
+                max_steps=max_steps,
+                generator=generator,
+                greedy=greedy,
             )
             episodes.extend(e for e in batch.episodes if e.env_index < used)
     finally:
@@ -160,11 +168,18 @@ def plot_curves(
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     rows = [r for r in history if "rollout/episode_return_mean" in r]
-    left.plot([r["iteration"] for r in rows], [r["rollout/episode_return_mean"] for r in rows],
-              label="episode return (train)", alpha=0.6)
+    left.plot(
+        [r["iteration"] for r in rows],
+        [r["rollout/episode_return_mean"] for r in rows],
+        label="episode return (train)",
+        alpha=0.6,
+    )
     last100 = [r for r in history if "rollout/return_last100" in r]
-    left.plot([r["iteration"] for r in last100], [r["rollout/return_last100"] for r in last100],
-              label="last-100 mean (train)")
+    left.plot(
+        [r["iteration"] for r in last100],
+        [r["rollout/return_last100"] for r in last100],
+        label="last-100 mean (train)",
+    )
     left.set_xlabel("iteration")
     left.set_ylabel("return")
     left.set_title("training")
@@ -174,7 +189,9 @@ def plot_curves(
         key = "avg_reward"
     its = [e["iteration"] for e in evaluations]
     right.plot(its, [e["policy"][key] for e in evaluations], marker="o", label="policy")
-    right.plot(its, [e["baseline"][key] for e in evaluations], linestyle="--", label="random baseline")
+    right.plot(
+        its, [e["baseline"][key] for e in evaluations], linestyle="--", label="random baseline"
+    )
     right.set_xlabel("iteration")
     right.set_ylabel(key.replace("_", " "))
     right.set_title("held-out")

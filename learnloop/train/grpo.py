@@ -145,7 +145,10 @@ def grpo_update(
             idx = order[start : start + minibatch]
             log_prob, entropy, _ = policy.evaluate_actions(obs[idx], actions[idx], masks[idx])
             loss = grpo_loss(
-                log_prob, old_log_probs[idx], adv[idx], clip_eps=config.clip_eps,
+                log_prob,
+                old_log_probs[idx],
+                adv[idx],
+                clip_eps=config.clip_eps,
                 ref_log_prob=None if ref_log_probs is None else ref_log_probs[idx],
                 kl_coef=config.kl_coef,
             )
@@ -239,22 +242,35 @@ class GRPO:
         started = time.perf_counter()
         self.policy.eval()
         batch = self.collector.collect_episodes(
-            self.policy, seeds=seeds, options=options,
-            max_steps=config.max_episode_steps, generator=self.generator,
+            self.policy,
+            seeds=seeds,
+            options=options,
+            max_steps=config.max_episode_steps,
+            generator=self.generator,
         )
         rollout_s = time.perf_counter() - started
         advantages = _step_advantages(batch, config.group_size, config.advantage)
         started = time.perf_counter()
         self.policy.train()
         metrics = grpo_update(
-            self.policy, self.optimizer, batch, advantages, config,
-            reference=self.reference, rng=self.rng,
+            self.policy,
+            self.optimizer,
+            batch,
+            advantages,
+            config,
+            reference=self.reference,
+            rng=self.rng,
         )
         self.policy.update_obs_stats(torch.from_numpy(batch.obs[batch.valid]))
         update_s = time.perf_counter() - started
         self.env_steps += batch.num_steps
-        return {**metrics, **self._rollout_metrics(batch.episodes), "train/learning_rate": lr,
-                "time/rollout_s": rollout_s, "time/update_s": update_s}
+        return {
+            **metrics,
+            **self._rollout_metrics(batch.episodes),
+            "train/learning_rate": lr,
+            "time/rollout_s": rollout_s,
+            "time/update_s": update_s,
+        }
 
     def _rollout_metrics(self, episodes: list[EpisodeSummary]) -> dict[str, float]:
         for episode in episodes:

@@ -108,7 +108,9 @@ def _mlp(
         # Orthogonal init, sqrt(2) for hidden layers, small for the policy head
         # (Andrychowicz et al. 2021, "What matters in on-policy RL", sec. 3.2).
         with torch.no_grad():
-            nn.init.orthogonal_(linear.weight, gain=out_gain if last else 2**0.5, generator=generator)
+            nn.init.orthogonal_(
+                linear.weight, gain=out_gain if last else 2**0.5, generator=generator
+            )
             linear.bias.zero_()
         layers.append(linear)
         if not last:

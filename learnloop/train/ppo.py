@@ -43,7 +43,9 @@ __all__ = ["PPO", "ppo_advantages", "ppo_update"]
 logger = logging.getLogger(__name__)
 
 
-def ppo_advantages(batch: RolloutBatch, *, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+def ppo_advantages(
+    batch: RolloutBatch, *, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
     """GAE advantages and value targets of a rollout, each (T, N).
 
     Rewards of truncated steps get gamma V(s_final) added (the bootstrap a time
@@ -51,9 +53,7 @@ def ppo_advantages(batch: RolloutBatch, *, gamma: float, lam: float) -> tuple[np
     rollout's ``last_values``.
     """
     rewards = batch.rewards + gamma * batch.truncated_values
-    return compute_gae(
-        rewards, batch.values, batch.dones, batch.last_values, gamma=gamma, lam=lam
-    )
+    return compute_gae(rewards, batch.values, batch.dones, batch.last_values, gamma=gamma, lam=lam)
 
 
 def _explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
@@ -88,7 +88,13 @@ def ppo_update(
     ret = torch.from_numpy(returns.reshape(-1)[valid].astype(np.float32))
     size = obs.shape[0]
     minibatch = min(config.minibatch_size, size)
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
+    sums = {
+        "policy_loss": 0.0,
+        "value_loss": 0.0,
+        "entropy": 0.0,
+        "approx_kl": 0.0,
+        "clip_fraction": 0.0,
+    }
     num_updates, epochs_run, stopped = 0, 0, False
     for _ in range(config.num_epochs):
         order = torch.from_numpy(rng.permutation(size))
@@ -96,7 +102,9 @@ def ppo_update(
             idx = order[start : start + minibatch]
             log_prob, entropy, values = policy.evaluate_actions(obs[idx], actions[idx], masks[idx])
             mb_adv = normalize(adv[idx]) if config.normalize_advantages else adv[idx]
-            pg_loss = clipped_surrogate_loss(log_prob, old_log_probs[idx], mb_adv, clip_eps=clip_eps)
+            pg_loss = clipped_surrogate_loss(
+                log_prob, old_log_probs[idx], mb_adv, clip_eps=clip_eps
+            )
             loss = pg_loss + config.entropy_coef * entropy_loss(entropy)
             v_loss = torch.zeros(())
             if values is not None:
@@ -114,7 +122,9 @@ def ppo_update(
                 sums["value_loss"] += v_loss.item()
                 sums["entropy"] += entropy.mean().item()
                 sums["approx_kl"] += kl
-                sums["clip_fraction"] += clip_fraction(log_prob, old_log_probs[idx], clip_eps=clip_eps).item()
+                sums["clip_fraction"] += clip_fraction(
+                    log_prob, old_log_probs[idx], clip_eps=clip_eps
+                ).item()
             num_updates += 1
             if config.target_kl is not None and kl > config.target_kl:
                 stopped = True
@@ -181,20 +191,34 @@ class PPO:
             group["lr"] = lr
         started = time.perf_counter()
         self.policy.eval()
-        batch = self.collector.collect_steps(self.policy, config.num_steps, generator=self.generator)
+        batch = self.collector.collect_steps(
+            self.policy, config.num_steps, generator=self.generator
+        )
         rollout_s = time.perf_counter() - started
         advantages, returns = ppo_advantages(batch, gamma=config.gamma, lam=config.lam)
         started = time.perf_counter()
         self.policy.train()
         metrics = ppo_update(
-            self.policy, self.optimizer, batch, advantages, returns, config,
-            clip_eps=clip_eps, rng=self.rng,
+            self.policy,
+            self.optimizer,
+            batch,
+            advantages,
+            returns,
+            config,
+            clip_eps=clip_eps,
+            rng=self.rng,
         )
         self.policy.update_obs_stats(torch.from_numpy(batch.obs))
         update_s = time.perf_counter() - started
         self.env_steps += batch.num_steps
-        return {**metrics, **self._rollout_metrics(batch), "train/learning_rate": lr,
-                "train/clip_eps": clip_eps, "time/rollout_s": rollout_s, "time/update_s": update_s}
+        return {
+            **metrics,
+            **self._rollout_metrics(batch),
+            "train/learning_rate": lr,
+            "train/clip_eps": clip_eps,
+            "time/rollout_s": rollout_s,
+            "time/update_s": update_s,
+        }
 
     def _rollout_metrics(self, batch: RolloutBatch) -> dict[str, float]:
         for episode in batch.episodes:

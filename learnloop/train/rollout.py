@@ -250,7 +250,9 @@ class RolloutCollector:
             )
         return mask
 
-    def _reset(self, i: int, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> _Slot:
+    def _reset(
+        self, i: int, *, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> _Slot:
         obs, info = self.envs[i].reset(seed=seed, options=dict(options) if options else None)
         return _Slot(obs=self.encoder(obs), mask=self._mask_of(info), info=dict(info))
 
@@ -263,9 +265,13 @@ class RolloutCollector:
             return str(tools[action]), str(tools[action])
         return str(action + self._action_start), None
 
-    def _step_env(self, i: int, action: int) -> tuple[Any, float, bool, bool, dict[str, Any], str | None]:
+    def _step_env(
+        self, i: int, action: int
+    ) -> tuple[Any, float, bool, bool, dict[str, Any], str | None]:
         try:
-            obs, reward, terminated, truncated, info = self.envs[i].step(action + self._action_start)
+            obs, reward, terminated, truncated, info = self.envs[i].step(
+                action + self._action_start
+            )
         except Exception as exc:  # an attempt failing is data: record it and go on
             logger.warning("environment %d failed on action %d: %r", i, action, exc)
             return None, 0.0, True, False, {}, f"{type(exc).__name__}: {exc}"
@@ -303,7 +309,9 @@ class RolloutCollector:
             duration_s=info.get("duration_s"),
         )
 
-    def _finish(self, i: int, slot: _Slot, info: Mapping[str, Any], error: str | None) -> EpisodeSummary:
+    def _finish(
+        self, i: int, slot: _Slot, info: Mapping[str, Any], error: str | None
+    ) -> EpisodeSummary:
         success = False if error is not None else _success_of(info)
         if self.recorder is not None and slot.episode_id is not None:
             status = "failure" if error is not None or success is False else "success"
@@ -349,7 +357,12 @@ class RolloutCollector:
     # --- policy calls ----------------------------------------------------------------
 
     def _policy_step(
-        self, policy: Policy, obs: np.ndarray, masks: np.ndarray, generator: torch.Generator | None, greedy: bool
+        self,
+        policy: Policy,
+        obs: np.ndarray,
+        masks: np.ndarray,
+        generator: torch.Generator | None,
+        greedy: bool,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out = policy.act(
             torch.from_numpy(obs), torch.from_numpy(masks), generator=generator, greedy=greedy
@@ -451,7 +464,9 @@ class RolloutCollector:
             actions, log_probs, values = self._policy_step(policy, obs, masks, generator, greedy)
             results = self._step_all(actions, active)
             still: list[int] = []
-            for i, (reward, done, terminated, _, info, summary) in zip(active, results):
+            for i, (reward, done, terminated, _, info, summary) in zip(
+                active, results, strict=True
+            ):
                 row.valid[0, i] = True
                 row.rewards[0, i] = reward
                 row.dones[0, i] = float(done)
@@ -498,8 +513,8 @@ class RolloutCollector:
         if state.get("envs") is None:
             self._slots = None
             return
-        self.envs = pickle.loads(state["envs"])  # noqa: S301 - our own checkpoint, sha256-checked
-        slots = pickle.loads(state["slots"])  # noqa: S301
+        self.envs = pickle.loads(state["envs"])
+        slots = pickle.loads(state["slots"])
         self._slots = None if slots is None else [_Slot(*s) for s in slots]
 
 
@@ -536,9 +551,7 @@ def _concat(rows: list[RolloutBatch], n: int, d: int, a: int) -> RolloutBatch:
         return _empty_batch(0, n, d, a)
     names = sorted({k for r in rows for k in r.reward_components})
     components = {
-        k: np.concatenate(
-            [r.reward_components.get(k, np.zeros((1, n))) for r in rows], axis=0
-        )
+        k: np.concatenate([r.reward_components.get(k, np.zeros((1, n))) for r in rows], axis=0)
         for k in names
     }
     return RolloutBatch(

@@ -132,9 +132,13 @@ class TrainingRun:
         self.algorithm = algorithm
         self.settings = dict(settings or {})
         self.output_dir = Path(config.output_dir)
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_best=config.keep_best)
+        self.checkpoints = CheckpointManager(
+            self.output_dir / "checkpoints", keep_best=config.keep_best
+        )
 
-    def _state(self, iteration: int, history: list[dict[str, Any]], evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    def _state(
+        self, iteration: int, history: list[dict[str, Any]], evaluations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         return {
             "format": 1,
             "iteration": iteration,
@@ -153,7 +157,9 @@ class TrainingRun:
         lines = "".join(json.dumps(_clean(row)) + "\n" for row in history)
         (self.output_dir / "metrics.jsonl").write_text(lines)
 
-    def run(self, on_iteration: Callable[[int, Mapping[str, Any]], None] | None = None) -> RunResult:
+    def run(
+        self, on_iteration: Callable[[int, Mapping[str, Any]], None] | None = None
+    ) -> RunResult:
         """Train from scratch, or from the latest checkpoint with ``resume``."""
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +170,9 @@ class TrainingRun:
         if config.resume:
             latest = self.checkpoints.load_latest()
             if latest is None:
-                logger.info("no valid checkpoint in %s: starting from scratch", self.checkpoints.directory)
+                logger.info(
+                    "no valid checkpoint in %s: starting from scratch", self.checkpoints.directory
+                )
             else:
                 state, info = latest
                 self.learner.load_state_dict(state["learner"])
@@ -178,13 +186,18 @@ class TrainingRun:
         if self.evaluator is not None and baseline is None:
             baseline = self.evaluator(RandomPolicy(self.learner.policy.num_actions)).to_dict()
         for iteration in range(start, config.iterations):
-            metrics: dict[str, Any] = {"iteration": iteration + 1, **self.learner.train_iteration(iteration)}
+            metrics: dict[str, Any] = {
+                "iteration": iteration + 1,
+                **self.learner.train_iteration(iteration),
+            }
             done = iteration + 1
             last = done == config.iterations
             score = None
             if self.evaluator is not None and (done % config.eval_every == 0 or last):
                 result = self.evaluator(self.learner.policy)
-                evaluations.append({"iteration": done, "policy": result.to_dict(), "baseline": baseline})
+                evaluations.append(
+                    {"iteration": done, "policy": result.to_dict(), "baseline": baseline}
+                )
                 score = result.score
                 metrics.update({f"eval/{k}": v for k, v in result.to_dict().items()})
             history.append(metrics)
@@ -198,7 +211,9 @@ class TrainingRun:
                 self._write_metrics(history)
             if on_iteration is not None:
                 on_iteration(done, metrics)
-        return self._finish(history, evaluations, baseline, resumed_from, time.perf_counter() - started)
+        return self._finish(
+            history, evaluations, baseline, resumed_from, time.perf_counter() - started
+        )
 
     def _finish(
         self,
@@ -260,11 +275,15 @@ def make_envs(
     first = gym.make(env_id, **({"split": split} if _is_suite(env_id) else {}), **kwargs)
     if not isinstance(first.action_space, gym.spaces.Discrete):
         raise ConfigError(
-            f"{env_id} has action space {first.action_space}; only Discrete action spaces train here"
+            f"{env_id} has action space {first.action_space}; only Discrete action spaces "
+            "train here"
         )
     inner = first.unwrapped
     if isinstance(inner, learnloop.envs.ToolUseEnv):
-        rest = [learnloop.envs.ToolUseEnv(inner.suite, split, config=inner.config) for _ in range(num_envs - 1)]
+        rest = [
+            learnloop.envs.ToolUseEnv(inner.suite, split, config=inner.config)
+            for _ in range(num_envs - 1)
+        ]
         return [inner, *rest]
     return [first, *(gym.make(env_id, **kwargs) for _ in range(num_envs - 1))]
 
@@ -302,15 +321,23 @@ def train(
     seed = run_config.seed
     collector = RolloutCollector(make_envs(run_config.env, num_envs), seed=seed, recorder=recorder)
     policy = MLPPolicy(
-        collector.encoder.dim, collector.num_actions, policy_config, value_head=algorithm == "ppo", seed=seed
+        collector.encoder.dim,
+        collector.num_actions,
+        policy_config,
+        value_head=algorithm == "ppo",
+        seed=seed,
     )
     learner: PPO | GRPO
     if isinstance(config, PPOConfig):
         learner = PPO(policy, collector, config, num_iterations=run_config.iterations, seed=seed)
     else:
         learner = GRPO(
-            policy, collector, config, num_iterations=run_config.iterations,
-            task_sampler=suite_task_sampler(collector.envs[0]), seed=seed,
+            policy,
+            collector,
+            config,
+            num_iterations=run_config.iterations,
+            task_sampler=suite_task_sampler(collector.envs[0]),
+            seed=seed,
         )
     eval_collector = RolloutCollector(make_envs(run_config.env, 8, split="heldout"), seed=seed)
     plan = heldout_plan(eval_collector.envs[0], run_config.eval_episodes, seed=seed)
@@ -323,7 +350,9 @@ def train(
         algorithm: dataclasses.asdict(config),
         "policy": dataclasses.asdict(policy_config),
     }
-    run = TrainingRun(learner, run_config, evaluator=evaluator, algorithm=algorithm, settings=settings)
+    run = TrainingRun(
+        learner, run_config, evaluator=evaluator, algorithm=algorithm, settings=settings
+    )
     try:
         return run.run(on_iteration)
     finally:

@@ -15,11 +15,28 @@ from learnloop.train.policies import MLPPolicy  # noqa: E402
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
-def test_train_on_suite_records_episodes_and_changes_weights(tmp_path: Path, algorithm: str) -> None:
-    flags = (["--num-envs", "4", "--num-steps", "8"] if algorithm == "ppo"
-             else ["--group-size", "4", "--tasks-per-iteration", "2"])
-    code = main(["train", algorithm, "--iterations", "3", "--output-dir", str(tmp_path),
-                 "--seed", "1", "--json", *flags])
+def test_train_on_suite_records_episodes_and_changes_weights(
+    tmp_path: Path, algorithm: str
+) -> None:
+    flags = (
+        ["--num-envs", "4", "--num-steps", "8"]
+        if algorithm == "ppo"
+        else ["--group-size", "4", "--tasks-per-iteration", "2"]
+    )
+    code = main(
+        [
+            "train",
+            algorithm,
+            "--iterations",
+            "3",
+            "--output-dir",
+            str(tmp_path),
+            "--seed",
+            "1",
+            "--json",
+            *flags,
+        ]
+    )
     assert code == 0
     store = open_store(f"sqlite:///{tmp_path}/episodes.db")
     try:
@@ -30,7 +47,15 @@ def test_train_on_suite_records_episodes_and_changes_weights(tmp_path: Path, alg
     finally:
         store.close()
     trained = MLPPolicy.load(tmp_path / "policy.pt")
-    initial = MLPPolicy(trained.obs_dim, trained.num_actions, trained.config,
-                        value_head=trained.has_value_head, seed=1)
-    changed = [not torch.equal(a, b) for a, b in zip(trained.parameters(), initial.parameters())]
+    initial = MLPPolicy(
+        trained.obs_dim,
+        trained.num_actions,
+        trained.config,
+        value_head=trained.has_value_head,
+        seed=1,
+    )
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(trained.parameters(), initial.parameters(), strict=True)
+    ]
     assert any(changed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import hashlib
 import logging
 import math
@@ -9,10 +10,17 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
+import learnloop.experiments
+import learnloop.experiments.assignment
+import learnloop.experiments.core
+import learnloop.experiments.records
+import learnloop.experiments.rollout
+import learnloop.experiments.statistics
 from learnloop.episode import Episode
 from learnloop.errors import (
     ClosedError,
@@ -68,6 +76,34 @@ def experiments(store, clock: Clock) -> Experiments:
     registry.register("planner", "candidate prompt")
     registry.set_label("planner", "production", 1)
     return Experiments(store, registry, clock=clock)
+
+
+# --- package -------------------------------------------------------------------------
+
+SUBMODULES = [
+    learnloop.experiments.assignment,
+    learnloop.experiments.core,
+    learnloop.experiments.records,
+    learnloop.experiments.rollout,
+    learnloop.experiments.statistics,
+]
+
+
+@pytest.mark.parametrize("module", SUBMODULES, ids=lambda module: module.__name__)
+def test_docstring_examples_run(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.failed == 0
+    # records and rollout carry no examples; the others must keep theirs.
+    has_examples = module not in (learnloop.experiments.records, learnloop.experiments.rollout)
+    assert (result.attempted > 0) == has_examples
+
+
+def test_public_names_are_exported() -> None:
+    exported = set(learnloop.experiments.__all__)
+    assert all(hasattr(learnloop.experiments, name) for name in exported)
+    for module in SUBMODULES:
+        internal = {"EXPERIMENTS", "REWARD", "SUCCESS"}  # importable, not in __all__
+        assert set(module.__all__) - internal <= exported, module.__name__
 
 
 # --- assignment ----------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         counter = iter(range(1_000_000))
         yield lambda: SqliteStore(tmp_path / f"contract-{next(counter)}.db")
         return
-    url = os.environ.get("LEARNLOOP_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("PostgreSQL: set LEARNLOOP_TEST_POSTGRES_URL (CI starts a server)")
-    from learnloop.store.postgres import PostgresStore  # pragma: no cover - needs a server
+    # a throw-away server per session, a fresh schema per store (tests/unit/store/conftest.py)
+    new_postgres_url = request.getfixturevalue("new_postgres_url")
+    from learnloop.store.postgres import PostgresStore
 
-    def fresh() -> Any:  # pragma: no cover
-        store = PostgresStore(url)
-        store.drop_all_for_tests()
-        return PostgresStore(url)
-
-    yield fresh  # pragma: no cover
+    yield lambda: PostgresStore(new_postgres_url())
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])

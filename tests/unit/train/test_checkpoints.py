@@ -15,8 +15,12 @@ from learnloop.train.checkpoints import CheckpointManager  # noqa: E402
 
 def test_roundtrip_with_tensors(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
-    info = manager.save({"w": torch.arange(3.0), "rng": torch.get_rng_state()}, iteration=7, score=0.4,
-                        metrics={"reward": 1.5})
+    info = manager.save(
+        {"w": torch.arange(3.0), "rng": torch.get_rng_state()},
+        iteration=7,
+        score=0.4,
+        metrics={"reward": 1.5},
+    )
     latest = manager.load_latest()
     assert latest is not None
     state, loaded = latest
@@ -26,7 +30,9 @@ def test_roundtrip_with_tensors(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_corrupt_and_partial_checkpoints_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_and_partial_checkpoints_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = CheckpointManager(tmp_path, keep_best=5)
     manager.save({"i": 1}, iteration=1, score=0.1)
     manager.save({"i": 2}, iteration=2, score=0.2)
@@ -65,7 +71,9 @@ def test_prune_keeps_best_by_score_and_latest(tmp_path: Path) -> None:
     best = manager.best()
     assert best is not None and best.iteration == 20
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
-        "ckpt-000020.pt", "ckpt-000040.pt", "ckpt-000050.pt"
+        "ckpt-000020.pt",
+        "ckpt-000040.pt",
+        "ckpt-000050.pt",
     ]
     manifest = json.loads((tmp_path / "ckpt-000040.json").read_text())
     assert manifest["score"] == 0.7 and len(manifest["sha256"]) == 64

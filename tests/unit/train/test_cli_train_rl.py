@@ -9,13 +9,32 @@ import pytest
 
 pytest.importorskip("torch")
 
-from learnloop.cli.main import main  # noqa: E402
+from learnloop.cli.main import main
 
 
 def test_ppo_on_cartpole_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "ppo", "--env", "CartPole-v1", "--iterations", "2", "--num-envs", "2",
-                 "--num-steps", "16", "--eval-episodes", "2", "--output-dir", str(tmp_path),
-                 "--hidden-sizes", "16", "16", "--json"])
+    code = main(
+        [
+            "train",
+            "ppo",
+            "--env",
+            "CartPole-v1",
+            "--iterations",
+            "2",
+            "--num-envs",
+            "2",
+            "--num-steps",
+            "16",
+            "--eval-episodes",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--hidden-sizes",
+            "16",
+            "16",
+            "--json",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["algorithm"] == "ppo" and summary["env_steps"] == 64
@@ -26,12 +45,49 @@ def test_ppo_on_cartpole_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_mode_rl_alias_and_grpo_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--mode", "rl", "--env", "CartPole-v1", "--iterations", "1",
-                 "--num-envs", "1", "--num-steps", "8", "--eval-episodes", "1", "--no-record",
-                 "--output-dir", str(tmp_path / "ppo"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--mode",
+                "rl",
+                "--env",
+                "CartPole-v1",
+                "--iterations",
+                "1",
+                "--num-envs",
+                "1",
+                "--num-steps",
+                "8",
+                "--eval-episodes",
+                "1",
+                "--no-record",
+                "--output-dir",
+                str(tmp_path / "ppo"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["train", "grpo", "--iterations", "2", "--group-size", "2", "--tasks-per-iteration",
-                 "2", "--no-record", "--output-dir", str(tmp_path / "grpo")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "grpo",
+                "--iterations",
+                "2",
+                "--group-size",
+                "2",
+                "--tasks-per-iteration",
+                "2",
+                "--no-record",
+                "--output-dir",
+                str(tmp_path / "grpo"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "held-out evaluation" in out and "grpo on learnloop/ToolUse-v0" in out
 

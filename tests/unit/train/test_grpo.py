@@ -43,16 +43,30 @@ def test_grpo_update_leaves_weights_alone_when_advantages_are_zero() -> None:
     batch = _empty_batch(2, 4, 3, 4)
     batch.obs[:] = np.random.default_rng(0).normal(size=batch.obs.shape)
     before = [p.detach().clone() for p in policy.parameters()]
-    metrics = grpo_update(policy, optimizer, batch, np.zeros((2, 4)), GRPOConfig(kl_coef=0.1),
-                          reference=MLPPolicy(3, 4, value_head=False, seed=1), rng=np.random.default_rng(0))
+    metrics = grpo_update(
+        policy,
+        optimizer,
+        batch,
+        np.zeros((2, 4)),
+        GRPOConfig(kl_coef=0.1),
+        reference=MLPPolicy(3, 4, value_head=False, seed=1),
+        rng=np.random.default_rng(0),
+    )
     assert metrics["train/active_fraction"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
     advantages = np.zeros((2, 4))
     advantages[0, 1] = 1.0
-    metrics = grpo_update(policy, optimizer, batch, advantages, GRPOConfig(), reference=None,
-                          rng=np.random.default_rng(0))
+    metrics = grpo_update(
+        policy,
+        optimizer,
+        batch,
+        advantages,
+        GRPOConfig(),
+        reference=None,
+        rng=np.random.default_rng(0),
+    )
     assert metrics["train/active_fraction"] == pytest.approx(1 / 8)
-    assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
 
 
 def test_grpo_config_checks() -> None:
@@ -63,15 +77,26 @@ def test_grpo_config_checks() -> None:
 
 
 def test_suite_grpo_smoke_with_kl(tmp_path: Path) -> None:
-    run = RunConfig(iterations=3, output_dir=str(tmp_path), eval_every=3, checkpoint_every=3, record=False)
-    result = train("grpo", run, GRPOConfig(group_size=4, tasks_per_iteration=2, kl_coef=0.05,
-                                           advantage="process"))
+    run = RunConfig(
+        iterations=3, output_dir=str(tmp_path), eval_every=3, checkpoint_every=3, record=False
+    )
+    result = train(
+        "grpo",
+        run,
+        GRPOConfig(group_size=4, tasks_per_iteration=2, kl_coef=0.05, advantage="process"),
+    )
     assert result.iterations == 3 and result.env_steps > 0
     assert all(np.isfinite(row["train/policy_loss"]) for row in result.history)
     assert result.final is not None and result.final["num_episodes"] > 0
 
 
 def test_grpo_on_a_gymnasium_env_shares_a_seed_per_group(tmp_path: Path) -> None:
-    run = RunConfig(env="CartPole-v1", iterations=2, output_dir=str(tmp_path), eval_episodes=2, record=False)
-    result = train("grpo", run, GRPOConfig(group_size=2, tasks_per_iteration=2, max_episode_steps=50))
-    assert result.iterations == 2 and result.final is not None and result.final["success_rate"] is None
+    run = RunConfig(
+        env="CartPole-v1", iterations=2, output_dir=str(tmp_path), eval_episodes=2, record=False
+    )
+    result = train(
+        "grpo", run, GRPOConfig(group_size=2, tasks_per_iteration=2, max_episode_steps=50)
+    )
+    assert (
+        result.iterations == 2 and result.final is not None and result.final["success_rate"] is None
+    )

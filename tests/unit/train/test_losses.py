@@ -31,16 +31,28 @@ def test_clipped_surrogate_by_hand() -> None:
     # (1.1, 2) -> 2.2 (inside the clip range). Mean = (1.2 + 0.5 - 1.5 - 0.8 + 2.2) / 5 = 0.32
     ratios = [1.5, 0.5, 1.5, 0.5, 1.1]
     adv = torch.tensor([1.0, 1.0, -1.0, -1.0, 2.0], dtype=torch.float64)
-    loss = clipped_surrogate_loss(_log(ratios), torch.zeros(5, dtype=torch.float64), adv, clip_eps=0.2)
+    loss = clipped_surrogate_loss(
+        _log(ratios), torch.zeros(5, dtype=torch.float64), adv, clip_eps=0.2
+    )
     assert float(loss) == pytest.approx(-0.32)
 
 
 def test_clipped_surrogate_gradient_vanishes_outside_clip_range() -> None:
     log_prob = _log([1.5]).requires_grad_(True)
-    clipped_surrogate_loss(log_prob, torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), clip_eps=0.2).backward()
+    clipped_surrogate_loss(
+        log_prob,
+        torch.zeros(1, dtype=torch.float64),
+        torch.ones(1, dtype=torch.float64),
+        clip_eps=0.2,
+    ).backward()
     assert log_prob.grad is not None and float(log_prob.grad[0]) == 0.0
     inside = _log([1.1]).requires_grad_(True)
-    clipped_surrogate_loss(inside, torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), clip_eps=0.2).backward()
+    clipped_surrogate_loss(
+        inside,
+        torch.zeros(1, dtype=torch.float64),
+        torch.ones(1, dtype=torch.float64),
+        clip_eps=0.2,
+    ).backward()
     # d/dlogp of -(exp(logp) * 1) = -1.1
     assert float(inside.grad[0]) == pytest.approx(-1.1)
 
@@ -53,7 +65,9 @@ def test_value_loss_plain_and_clipped() -> None:
     old = torch.tensor([0.0, 0.0])
     # clipped values: 0 + clip(1, -.5, .5) = 0.5 ; 0 + clip(3) = 0.5
     # squared: max(1, (0.5-2)^2=2.25) = 2.25 ; max(4, (0.5-1)^2=0.25) = 4 -> 0.5 * mean = 1.5625
-    assert float(value_loss(values, returns, old_values=old, clip_value=0.5)) == pytest.approx(1.5625)
+    assert float(value_loss(values, returns, old_values=old, clip_value=0.5)) == pytest.approx(
+        1.5625
+    )
     with pytest.raises(ConfigError, match="old_values"):
         value_loss(values, returns, clip_value=0.5)
 
@@ -89,7 +103,9 @@ def test_grpo_loss_by_hand_skips_zero_advantages() -> None:
 def test_grpo_loss_with_kl_by_hand() -> None:
     log_prob = _log([0.4])
     adv = torch.tensor([1.0], dtype=torch.float64)
-    loss = grpo_loss(log_prob, log_prob.clone(), adv, clip_eps=0.2, ref_log_prob=_log([0.2]), kl_coef=0.1)
+    loss = grpo_loss(
+        log_prob, log_prob.clone(), adv, clip_eps=0.2, ref_log_prob=_log([0.2]), kl_coef=0.1
+    )
     assert float(loss) == pytest.approx(-(1.0 - 0.1 * (math.log(2) - 0.5)))
     with pytest.raises(ConfigError, match="ref_log_prob"):
         grpo_loss(log_prob, log_prob, adv, clip_eps=0.2, kl_coef=0.1)
@@ -98,8 +114,14 @@ def test_grpo_loss_with_kl_by_hand() -> None:
 def test_grpo_loss_zero_advantages_give_zero_gradient() -> None:
     policy_logits = torch.randn(4, 3, requires_grad=True)
     log_prob = torch.log_softmax(policy_logits, -1)[:, 0]
-    loss = grpo_loss(log_prob, log_prob.detach(), torch.zeros(4), clip_eps=0.2,
-                     ref_log_prob=log_prob.detach() - 0.3, kl_coef=0.5)
+    loss = grpo_loss(
+        log_prob,
+        log_prob.detach(),
+        torch.zeros(4),
+        clip_eps=0.2,
+        ref_log_prob=log_prob.detach() - 0.3,
+        kl_coef=0.5,
+    )
     loss.backward()
     assert loss.item() == 0.0
     assert policy_logits.grad is not None and torch.count_nonzero(policy_logits.grad) == 0

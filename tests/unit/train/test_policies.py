@@ -28,7 +28,9 @@ def test_masked_actions_are_never_sampled_and_have_zero_probability() -> None:
 
 def test_initial_policy_is_near_uniform_and_entropy_matches() -> None:
     policy = MLPPolicy(obs_dim=3, num_actions=4, seed=0)
-    log_probs, entropy, values = policy.evaluate_actions(torch.randn(8, 3), torch.zeros(8, dtype=torch.long))
+    log_probs, entropy, values = policy.evaluate_actions(
+        torch.randn(8, 3), torch.zeros(8, dtype=torch.long)
+    )
     # policy head initialised with gain 0.01: probabilities ~ 1/4
     assert torch.allclose(log_probs.exp(), torch.full((8,), 0.25), atol=0.02)
     assert torch.allclose(entropy, torch.full((8,), math.log(4)), atol=1e-3)
@@ -49,10 +51,15 @@ def test_act_log_probs_match_evaluate_actions_and_greedy_is_argmax() -> None:
 
 def test_same_seed_same_weights_and_value_head_optional() -> None:
     a, b = MLPPolicy(4, 2, seed=7), MLPPolicy(4, 2, seed=7)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     no_critic = MLPPolicy(4, 2, value_head=False)
     assert no_critic.predict_values(torch.zeros(1, 4)) is None
-    assert no_critic.evaluate_actions(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))[2] is None
+    assert (
+        no_critic.evaluate_actions(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))[2] is None
+    )
 
 
 def test_save_and_load_roundtrip(tmp_path: Path) -> None:

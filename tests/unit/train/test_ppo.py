@@ -58,15 +58,23 @@ def test_ppo_improves_on_cartpole() -> None:
 
 
 def test_target_kl_stops_epochs_early() -> None:
-    config = PPOConfig(num_envs=2, num_steps=64, minibatch_size=32, num_epochs=50,
-                       learning_rate=0.05, target_kl=1e-4)
+    config = PPOConfig(
+        num_envs=2,
+        num_steps=64,
+        minibatch_size=32,
+        num_epochs=50,
+        learning_rate=0.05,
+        target_kl=1e-4,
+    )
     collector = RolloutCollector([gym.make("CartPole-v1") for _ in range(2)], seed=0)
     metrics = PPO(MLPPolicy(4, 2), collector, config, num_iterations=1).train_iteration(0)
     assert metrics["train/early_stop"] == 1.0 and metrics["train/epochs"] < 50
 
 
 def test_suite_ppo_smoke(tmp_path: Path) -> None:
-    run = RunConfig(iterations=3, output_dir=str(tmp_path), eval_every=3, checkpoint_every=3, record=False)
+    run = RunConfig(
+        iterations=3, output_dir=str(tmp_path), eval_every=3, checkpoint_every=3, record=False
+    )
     result = train("ppo", run, PPOConfig(num_envs=4, num_steps=8))
     assert result.iterations == 3 and result.final is not None and result.baseline is not None
     assert 0.0 <= result.final["success_rate"] <= 1.0

@@ -27,10 +27,16 @@ class CountingEnv(gym.Env[np.ndarray, int]):
         self.length, self.fail_at, self.t = length, fail_at, 0
 
     def _info(self) -> dict[str, Any]:
-        return {"action_mask": np.array([1, 1, 0], np.int8), "tools": ("a", "b", "c"),
-                "best_tool": "a", "task_text": "count"}
+        return {
+            "action_mask": np.array([1, 1, 0], np.int8),
+            "tools": ("a", "b", "c"),
+            "best_tool": "a",
+            "task_text": "count",
+        }
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self.t = 0
         return np.array([0.0, 1.0], np.float32), self._info()
@@ -53,7 +59,9 @@ def test_collect_steps_shapes_dones_and_masks() -> None:
     # episodes of 3 steps: done after steps 3 and 6 (t = 2, 5)
     assert batch.dones[:, 0].tolist() == [0, 0, 1, 0, 0, 1, 0]
     assert batch.terminated.sum() == batch.dones.sum() and batch.truncated_values.sum() == 0
-    assert len(batch.episodes) == 8 and all(e.total_reward == 3.0 and e.success for e in batch.episodes)
+    assert len(batch.episodes) == 8 and all(
+        e.total_reward == 3.0 and e.success for e in batch.episodes
+    )
     assert batch.reward_components["success"].sum() == 28
     assert all(e.tool_accuracy is not None for e in batch.episodes)
     # episodes continue across calls: 7 + 2 = 9 steps closes the third episode
@@ -75,7 +83,9 @@ def test_failing_attempt_is_recorded_as_failed_and_collection_goes_on(tmp_path: 
     assert episodes[failed.episode_id].status is OutcomeStatus.FAILURE
     assert episodes[failed.episode_id].steps[-1].error is not None
     assert episodes[ok.episode_id].status is OutcomeStatus.SUCCESS
-    assert [s.tool for s in episodes[ok.episode_id].steps] != [] and len(episodes[ok.episode_id].steps) == 3
+    assert [s.tool for s in episodes[ok.episode_id].steps] != [] and len(
+        episodes[ok.episode_id].steps
+    ) == 3
     store.close()
 
 

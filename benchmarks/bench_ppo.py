@@ -1,0 +1,208 @@
+"""PPO on CartPole-v1, learnloop vs Stable-Baselines3, plus update and rollout timings.
+
+For each seed, both learners train until the mean return of the last 100 training
+episodes reaches 475 (or the step budget runs out) and the environment steps
+needed are printed, then the medians and their ratio (learnloop / SB3; <= 1.0
+means learnloop needs no more steps). Both run with one torch thread.
+
+* learnloop: ``learnloop.train`` with its *default* PPOConfig (what
+  ``learnloop train ppo --env CartPole-v1`` does), nothing CartPole-specific.
+* SB3: PPO with the rl-zoo tuned CartPole settings (n_envs 8, n_steps 32, batch
+  256, gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0, lr and clip linear
+  from 0.001 and 0.2). SB3 is a benchmark-only dependency.
+
+Also timed: one PPO update on a batch of 8x8 suite trajectories (8 environments,
+8 complete episodes each), and collecting 8 suite trajectories concurrently vs one.
+
+    python benchmarks/bench_ppo.py --seeds 5
+    python benchmarks/bench_ppo.py --quick        # 1 seed, smaller budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from learnloop.train.config import PPOConfig
+from learnloop.train.policies import MLPPolicy
+from learnloop.train.ppo import PPO, ppo_advantages, ppo_update
+from learnloop.train.rollout import RolloutCollector, _concat
+from learnloop.train.run import make_envs
+
+TARGET = 475.0
+
+
+def learnloop_steps(seed: int, budget: int) -> tuple[int | None, float]:
+    config = PPOConfig()
+    iterations = budget // config.batch_size
+    collector = RolloutCollector(
+        [gym.make("CartPole-v1") for _ in range(config.num_envs)], seed=seed
+    )
+    policy = MLPPolicy(collector.encoder.dim, collector.num_actions, seed=seed)
+    ppo = PPO(policy, collector, config, num_iterations=iterations, seed=seed)
+    started = time.process_time()
+    for iteration in range(iterations):
+        metrics = ppo.train_iteration(iteration)
+        if len(ppo.recent_returns) == 100 and metrics["rollout/return_last100"] >= TARGET:
+            return int(metrics["rollout/env_steps"]), time.process_time() - started
+    return None, time.process_time() - started
+
+
+def sb3_steps(seed: int, budget: int) -> tuple[int | None, float]:
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    def linear(start: float) -> Any:
+        return lambda progress: progress * start
+
+    class Stopper(BaseCallback):
+        """Checks the last-100 mean after each rollout, as learnloop does per iteration."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.hit: int | None = None
+
+        def _on_step(self) -> bool:
+            return self.hit is None
+
+        def _on_rollout_end(self) -> None:
+            buffer = self.model.ep_info_buffer
+            if (
+                self.hit is None
+                and len(buffer) == 100
+                and np.mean([e["r"] for e in buffer]) >= TARGET
+            ):
+                self.hit = self.model.num_timesteps
+
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = SB3PPO(
+        "MlpPolicy",
+        env,
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate=linear(0.001),
+        clip_range=linear(0.2),
+        seed=seed,
+        verbose=0,
+        device="cpu",
+    )
+    callback = Stopper()
+    started = time.process_time()
+    model.learn(total_timesteps=budget, callback=callback)
+    return callback.hit, time.process_time() - started
+
+
+def suite_timings(repeats: int) -> dict[str, float]:
+    """Seconds for one PPO update on 8x8 suite trajectories; 8 vs 1 trajectory collection."""
+    envs = make_envs("learnloop/ToolUse-v0", 8)
+    collector = RolloutCollector(envs, seed=0)
+    single = RolloutCollector(envs[:1], seed=0)
+    policy = MLPPolicy(collector.encoder.dim, collector.num_actions, seed=0)
+    config = PPOConfig()
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        collector.collect_episodes(policy, seeds=list(range(k * 8, k * 8 + 8)), generator=generator)
+        for k in range(8)
+    ]
+    # 8 rounds of 8 complete episodes, stacked in time (dones separate the episodes)
+    batch = _concat(batches, 8, collector.encoder.dim, collector.num_actions)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=config.adam_eps)
+    update_times = []
+    for _ in range(repeats):
+        advantages, returns = ppo_advantages(batch, gamma=config.gamma, lam=config.lam)
+        started = time.perf_counter()
+        ppo_update(
+            policy,
+            optimizer,
+            batch,
+            advantages,
+            returns,
+            config,
+            clip_eps=0.2,
+            rng=np.random.default_rng(0),
+        )
+        update_times.append(time.perf_counter() - started)
+    one, eight = [], []
+    for k in range(repeats * 4):
+        started = time.perf_counter()
+        single.collect_episodes(policy, seeds=[k], options=[{"task_index": k}], generator=generator)
+        one.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        collector.collect_episodes(
+            policy, seeds=[k] * 8, options=[{"task_index": k}] * 8, generator=generator
+        )
+        eight.append(time.perf_counter() - started)
+    return {
+        "update_8x8_s_median": statistics.median(update_times),
+        "update_8x8_transitions": float(batch.num_steps),
+        "update_8x8_epochs": float(config.num_epochs),
+        "collect_1_trajectory_s_median": statistics.median(one),
+        "collect_8_trajectories_s_median": statistics.median(eight),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=100_000,
+        help="env steps per run (the schedules anneal over it; rl-zoo uses 1e5 for CartPole)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 100k steps, fewer repeats")
+    parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = 1 if args.quick else args.seeds
+    budget = 100_000 if args.quick else args.budget
+    rows = []
+    for seed in range(seeds):
+        ours, ours_cpu = learnloop_steps(seed, budget)
+        theirs, theirs_cpu = (None, 0.0) if args.skip_sb3 else sb3_steps(seed, budget)
+        rows.append(
+            {
+                "seed": seed,
+                "learnloop_steps": ours,
+                "learnloop_cpu_s": round(ours_cpu, 1),
+                "sb3_steps": theirs,
+                "sb3_cpu_s": round(theirs_cpu, 1),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    def median(key: str) -> float | None:
+        values = [r[key] if r[key] is not None else float("inf") for r in rows]
+        return statistics.median(values) if values else None
+
+    result: dict[str, Any] = {
+        "seeds": rows,
+        "target": TARGET,
+        "budget": budget,
+        "learnloop_median_steps": median("learnloop_steps"),
+    }
+    if not args.skip_sb3:
+        result["sb3_median_steps"] = median("sb3_steps")
+        result["ratio_learnloop_over_sb3"] = (
+            result["learnloop_median_steps"] / result["sb3_median_steps"]
+        )
+    result.update(suite_timings(repeats=3 if args.quick else 10))
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    for key, value in result.items():
+        if key != "seeds":
+            print(f"{key:34s} {value}")
+
+
+if __name__ == "__main__":
+    main()
