@@ -1,12 +1,16 @@
 """One policy shared by many agent replicas through Redis (extra ``redis``).
 
-Every update runs as a Lua script inside Redis, so concurrent replicas never lose
-one another's updates (a client-side read-then-write loses a few percent under
-contention). Each script also refreshes the TTL of the keys it touches (7 days by
-default): a policy nobody updates expires on its own. Selection stays in-process:
-the script returns the new statistics of the updated entry, the replica writes them
-into its local policy, and :meth:`RedisPolicyState.pull` (called by
-``ToolSelector.sync()``, e.g. when a replica starts) copies everyone's updates in.
+Every update runs as one Lua script inside Redis (EVALSHA: one round trip), so
+concurrent replicas never lose one another's updates (a client-side
+read-then-write loses a few percent under contention). Each script also refreshes
+the TTL of the keys it touches (7 days by default): a policy nobody updates
+expires on its own. Selection stays in-process: the script returns the new
+statistics of the updated entry, the replica writes them into its local policy,
+and :meth:`RedisPolicyState.pull` (called by ``ToolSelector.sync()``, e.g. when a
+replica starts) copies everyone's updates in.
+
+Numbers cross the wire packed as little-endian doubles (Redis' Lua ``struct``
+library), which is exact and spares both sides formatting and parsing text.
 
 What is stored, per policy kind:
 
@@ -16,16 +20,22 @@ What is stored, per policy kind:
   :class:`~learnloop.bandits.policies.BetaThompson`: sums and counts per (context,
   tool), added with ``HINCRBYFLOAT`` (discounted in the same script when forgetting);
 * :class:`~learnloop.bandits.linear.LinearThompson` and
-  :class:`~learnloop.bandits.linear.SquareCB`: the per-tool posterior means and
-  variances of the active features, updated by the same ADF rule as in-process.
+  :class:`~learnloop.bandits.linear.SquareCB`: per tool and active feature, the
+  posterior mean and variance (16 packed bytes), updated by the same ADF rule as
+  in-process.
 
-Keys: ``{prefix}:{name}:meta`` (hash), ``{prefix}:{name}:ctx:{context}`` (hash,
-tabular), ``{prefix}:{name}:arm:{tool}`` (hash, linear).
+Keys (``{name}`` is a hash tag, so one policy's keys share a cluster slot):
+``{prefix}:{name}:meta`` (hash: ``num_updates``, ``epsilon``),
+``{prefix}:{name}:ctx:{context}`` (hash ``q:<tool>``, ``n:<tool>``, ... as text,
+tabular), ``{prefix}:{name}:arm:{tool}`` (hash ``<feature index>`` -> packed
+``(mean, variance)``, linear).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +51,15 @@ __all__ = ["RedisPolicyConfig", "RedisPolicyState", "connect_redis"]
 
 logger = logging.getLogger(__name__)
 
+# KEYS: context hash, meta hash. ARGV: tool, packed <7d (reward, alpha, q0, eps0, decay,
+# eps_min, ttl). Returns packed <4d (q, n, epsilon, total updates).
 _Q_SCRIPT = """
-local ctx, meta = KEYS[1], KEYS[2]
-local tool, reward, alpha = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local q0, eps0, decay, eps_min, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local q = tonumber(redis.call('HGET', ctx, 'q:' .. tool) or q0)
+local ctx, meta, tool = KEYS[1], KEYS[2], ARGV[1]
+local reward, alpha, q0, eps0, decay, eps_min, ttl = struct.unpack('<ddddddd', ARGV[2])
+local field = 'q:' .. tool
+local q = tonumber(redis.call('HGET', ctx, field) or q0)
 q = q + alpha * (reward - q)
-redis.call('HSET', ctx, 'q:' .. tool, string.format('%.17g', q))
+redis.call('HSET', ctx, field, string.format('%.17g', q))
 local n = redis.call('HINCRBY', ctx, 'n:' .. tool, 1)
 local eps = tonumber(redis.call('HGET', meta, 'epsilon') or eps0)
 eps = math.max(eps_min, eps * decay)
@@ -55,13 +67,17 @@ redis.call('HSET', meta, 'epsilon', string.format('%.17g', eps))
 local total = redis.call('HINCRBY', meta, 'num_updates', 1)
 redis.call('EXPIRE', ctx, ttl)
 redis.call('EXPIRE', meta, ttl)
-return {string.format('%.17g', q), n, string.format('%.17g', eps), total}
+return struct.pack('<dddd', q, n, eps, total)
 """
 
-# Sums of increments per field; with discount < 1 every field of the context decays first.
+# KEYS: context hash, meta hash. ARGV: tool, field letters (e.g. 'sn'), packed
+# <(2+k)d (discount, ttl, one increment per letter). Every field of the context decays
+# first when discount < 1. Returns packed <(k+1)d (new values, total updates).
 _SUM_SCRIPT = """
-local ctx, meta = KEYS[1], KEYS[2]
-local tool, discount, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ctx, meta, tool, letters = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+local k = #letters
+local numbers = {struct.unpack('<' .. string.rep('d', 2 + k), ARGV[3])}
+local discount, ttl = numbers[1], numbers[2]
 if discount < 1 then
   local all = redis.call('HGETALL', ctx)
   for i = 1, #all, 2 do
@@ -69,52 +85,53 @@ if discount < 1 then
   end
 end
 local out = {}
-for i = 4, #ARGV, 2 do
-  out[#out + 1] = redis.call('HINCRBYFLOAT', ctx, ARGV[i] .. ':' .. tool, ARGV[i + 1])
+for i = 1, k do
+  local field = string.sub(letters, i, i) .. ':' .. tool
+  out[i] = tonumber(redis.call('HINCRBYFLOAT', ctx, field, string.format('%.17g', numbers[2 + i])))
 end
-out[#out + 1] = redis.call('HINCRBY', meta, 'num_updates', 1)
+out[k + 1] = redis.call('HINCRBY', meta, 'num_updates', 1)
 redis.call('EXPIRE', ctx, ttl)
 redis.call('EXPIRE', meta, ttl)
-return out
+return struct.pack('<' .. string.rep('d', k + 1), unpack(out))
 """
 
 # Diagonal Gaussian ADF update of one arm (learnloop.bandits.linear.DiagonalGaussianRegression).
+# KEYS: arm hash, meta hash. ARGV: packed <6d (reward, m0, v0, noise, drift, ttl), packed
+# features (n x <i4 indices, then n x <d values). Returns packed <d total, then n x <dd.
 _DIAG_SCRIPT = """
 local arm, meta = KEYS[1], KEYS[2]
-local reward, m0, v0 = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local noise, drift, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local n = (#ARGV - 6) / 2
-local fields = {}
+local reward, m0, v0, noise, drift, ttl = struct.unpack('<dddddd', ARGV[1])
+local blob = ARGV[2]
+local n = #blob / 12
+local packed = {struct.unpack('<' .. string.rep('i4', n) .. string.rep('d', n), blob)}
+local fields, x = {}, {}
 for j = 1, n do
-  fields[2 * j - 1] = 'm' .. ARGV[6 + j]
-  fields[2 * j] = 'v' .. ARGV[6 + j]
+  fields[j] = tostring(packed[j])
+  x[j] = packed[n + j]
 end
 local stored = redis.call('HMGET', arm, unpack(fields))
-local mu, var, x = {}, {}, {}
+local mu, var = {}, {}
 local s2, pred = noise, 0
 for j = 1, n do
-  x[j] = tonumber(ARGV[6 + n + j])
-  mu[j] = tonumber(stored[2 * j - 1] or m0)
-  local v = tonumber(stored[2 * j] or v0)
+  local m, v = m0, v0
+  if stored[j] then m, v = struct.unpack('<dd', stored[j]) end
   if drift > 0 then v = math.min(v + drift, v0) end
-  var[j] = v
+  mu[j], var[j] = m, v
   s2 = s2 + x[j] * x[j] * v
-  pred = pred + mu[j] * x[j]
+  pred = pred + m * x[j]
 end
-local out, args = {}, {}
+local args, out = {}, {}
 for j = 1, n do
   local gain = var[j] * x[j] / s2
-  local m = mu[j] + gain * (reward - pred)
-  local v = var[j] * (1 - gain * x[j])
-  args[#args + 1] = fields[2 * j - 1]; args[#args + 1] = string.format('%.17g', m)
-  args[#args + 1] = fields[2 * j]; args[#args + 1] = string.format('%.17g', v)
-  out[2 * j - 1] = string.format('%.17g', m); out[2 * j] = string.format('%.17g', v)
+  local value = struct.pack('<dd', mu[j] + gain * (reward - pred), var[j] * (1 - gain * x[j]))
+  args[2 * j - 1], args[2 * j] = fields[j], value
+  out[j] = value
 end
 redis.call('HSET', arm, unpack(args))
-out[#out + 1] = redis.call('HINCRBY', meta, 'num_updates', 1)
+local total = redis.call('HINCRBY', meta, 'num_updates', 1)
 redis.call('EXPIRE', arm, ttl)
 redis.call('EXPIRE', meta, ttl)
-return out
+return struct.pack('<d', total) .. table.concat(out)
 """
 
 
@@ -143,12 +160,15 @@ class RedisPolicyConfig:
     def __post_init__(self) -> None:
         if self.ttl_s < 1:
             raise ConfigError(f"ttl_s must be >= 1 second, got {self.ttl_s}; the default is 7 days")
-        if not self.name or ":" in self.name:
-            raise ConfigError(f"name must be non-empty without ':', got {self.name!r}")
+        if not self.name or any(ch in self.name for ch in ":{}"):
+            raise ConfigError(f"name must be non-empty without ':', '{{' or '}}', got {self.name!r}")
 
 
 class RedisPolicyState:
     """A :class:`~learnloop.bandits.selector.SharedPolicyState` kept in Redis.
+
+    Thread-safe: updates from several threads of one process go through one lock
+    (the selector already serialises its own).
 
     Args:
         client: a redis-py client (see :func:`connect_redis`).
@@ -158,17 +178,18 @@ class RedisPolicyState:
     def __init__(self, client: Any, config: RedisPolicyConfig | None = None) -> None:
         self.client = client
         self.config = config or RedisPolicyConfig()
-        self._q = client.register_script(_Q_SCRIPT)
-        self._sum = client.register_script(_SUM_SCRIPT)
-        self._diag = client.register_script(_DIAG_SCRIPT)
+        self._scripts = {name: client.script_load(source) for name, source in
+                         (("q", _Q_SCRIPT), ("sum", _SUM_SCRIPT), ("diag", _DIAG_SCRIPT))}
+        self._lock = threading.Lock()
+        self._meta_key = f"{self.base}:meta"
 
     @property
     def base(self) -> str:
-        return f"{self.config.prefix}:{self.config.name}"
+        return f"{self.config.prefix}:{{{self.config.name}}}"
 
     @property
     def meta_key(self) -> str:
-        return f"{self.base}:meta"
+        return self._meta_key
 
     def _ctx_key(self, context_key: str) -> str:
         return f"{self.base}:ctx:{context_key}"
@@ -176,43 +197,59 @@ class RedisPolicyState:
     def _arm_key(self, tool: str) -> str:
         return f"{self.base}:arm:{tool}"
 
+    def _run(self, script: str, key: str, *args: Any) -> bytes:
+        """EVALSHA ``script`` on (``key``, meta); reloads it once if the server lost it."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            return self.client.evalsha(self._scripts[script], 2, key, self._meta_key, *args)  # type: ignore[no-any-return]
+        except NoScriptError:  # the server restarted or ran SCRIPT FLUSH
+            source = {"q": _Q_SCRIPT, "sum": _SUM_SCRIPT, "diag": _DIAG_SCRIPT}[script]
+            self._scripts[script] = self.client.script_load(source)
+            return self.client.evalsha(self._scripts[script], 2, key, self._meta_key, *args)  # type: ignore[no-any-return]
+
     # --- updates --------------------------------------------------------------------------
 
     def apply(self, policy: Policy, context: Context, arm: int, tool: str, reward: float) -> None:
         """Update the shared state atomically and mirror the result into ``policy``."""
-        ttl = self.config.ttl_s
-        keys = [self._ctx_key(context.key), self.meta_key]
-        if isinstance(policy, EpsilonGreedyQ):
-            c = policy.config
-            q, n, eps, total = self._q(keys=keys, args=[tool, reward, c.alpha, c.initial_q, c.epsilon,
-                                                         c.epsilon_decay, c.epsilon_min, ttl])
-            policy.set_entry(context.key, arm, {"q": float(q), "n": float(n)})
-            policy.epsilon = float(eps)
-        elif isinstance(policy, UCB1):
-            s, n, total = self._sum(keys=keys, args=[tool, policy.config.discount, ttl, "s", reward, "n", 1])
-            policy.set_entry(context.key, arm, {"s": float(s), "n": float(n)})
-        elif isinstance(policy, BetaThompson):
-            r = min(max(reward, 0.0), 1.0)
-            a, b, n, total = self._sum(
-                keys=keys, args=[tool, policy.config.discount, ttl, "a", r, "b", 1.0 - r, "n", 1])
-            c = policy.config
-            policy.set_entry(context.key, arm,
-                             {"a": c.prior_alpha + float(a), "b": c.prior_beta + float(b), "n": float(n)})
-        elif isinstance(policy, (LinearThompson, SquareCB)):
-            m = policy.model.config
-            out = self._diag(
-                keys=[self._arm_key(tool), self.meta_key],
-                args=[reward, m.prior_mean, m.prior_variance, m.noise_variance, m.drift, ttl,
-                      *context.indices.tolist(), *context.values.tolist()])
-            values = np.asarray(out[:-1], dtype=np.float64)
-            policy.model.mean.data[context.indices, arm] = values[0::2]
-            policy.model.variance.data[context.indices, arm] = values[1::2]
-            total = out[-1]
-        else:
-            raise ConfigError(
-                f"policy {policy.name!r} cannot be shared through Redis; use epsilon_greedy, "
-                "ucb1, thompson, linear_thompson or squarecb"
-            )
+        ttl = float(self.config.ttl_s)
+        with self._lock:
+            if isinstance(policy, EpsilonGreedyQ):
+                c = policy.config
+                out = self._run("q", self._ctx_key(context.key), tool, struct.pack(
+                    "<7d", reward, c.alpha, c.initial_q, c.epsilon, c.epsilon_decay, c.epsilon_min, ttl))
+                q, n, eps, total = struct.unpack("<4d", out)
+                policy.set_entry(context.key, arm, {"q": q, "n": n})
+                policy.epsilon = eps
+            elif isinstance(policy, UCB1):
+                out = self._run("sum", self._ctx_key(context.key), tool, "sn",
+                                struct.pack("<4d", policy.config.discount, ttl, reward, 1.0))
+                s, n, total = struct.unpack("<3d", out)
+                policy.set_entry(context.key, arm, {"s": s, "n": n})
+            elif isinstance(policy, BetaThompson):
+                r = min(max(reward, 0.0), 1.0)
+                c = policy.config
+                out = self._run("sum", self._ctx_key(context.key), tool, "abn",
+                                struct.pack("<5d", c.discount, ttl, r, 1.0 - r, 1.0))
+                a, b, n, total = struct.unpack("<4d", out)
+                policy.set_entry(context.key, arm,
+                                 {"a": c.prior_alpha + a, "b": c.prior_beta + b, "n": n})
+            elif isinstance(policy, (LinearThompson, SquareCB)):
+                m = policy.model.config
+                features = (context.indices.astype("<i4").tobytes()
+                            + context.values.astype("<f8").tobytes())
+                out = self._run("diag", self._arm_key(tool), struct.pack(
+                    "<6d", reward, m.prior_mean, m.prior_variance, m.noise_variance, m.drift, ttl),
+                    features)
+                values = np.frombuffer(out, dtype="<f8")
+                total = values[0]
+                policy.model.mean.data[context.indices, arm] = values[1::2]
+                policy.model.variance.data[context.indices, arm] = values[2::2]
+            else:
+                raise ConfigError(
+                    f"policy {policy.name!r} cannot be shared through Redis; use epsilon_greedy, "
+                    "ucb1, thompson, linear_thompson or squarecb"
+                )
         policy.num_updates = int(total)  # type: ignore[attr-defined]
 
     # --- reading everything ------------------------------------------------------------------
@@ -224,13 +261,15 @@ class RedisPolicyState:
         if isinstance(policy, (LinearThompson, SquareCB)):
             for tool, arm in arm_of.items():
                 stored = self.client.hgetall(self._arm_key(tool))
-                for field, value in stored.items():
-                    name = field.decode()
-                    target = policy.model.mean if name[0] == "m" else policy.model.variance
-                    target.data[int(name[1:]), arm] = float(value)
+                if not stored:
+                    continue
+                indices = np.fromiter((int(f) for f in stored), dtype=np.intp, count=len(stored))
+                pairs = np.frombuffer(b"".join(stored.values()), dtype="<f8").reshape(-1, 2)
+                policy.model.mean.data[indices, arm] = pairs[:, 0]
+                policy.model.variance.data[indices, arm] = pairs[:, 1]
         else:
             prefix = self._ctx_key("")
-            for key in self.client.scan_iter(match=prefix + "*", count=1000):
+            for key in self.client.scan_iter(match=f"{self._glob_base}:ctx:*", count=1000):
                 context_key = key.decode()[len(prefix):]
                 for field, value in self.client.hgetall(key).items():
                     name, _, tool = field.decode().partition(":")
@@ -251,5 +290,10 @@ class RedisPolicyState:
 
     def clear(self) -> int:
         """Delete every key of this policy; returns how many were deleted."""
-        keys = list(self.client.scan_iter(match=f"{self.base}:*", count=1000))
+        keys = list(self.client.scan_iter(match=f"{self._glob_base}:*", count=1000))
         return int(self.client.delete(*keys)) if keys else 0
+
+    @property
+    def _glob_base(self) -> str:
+        # a SCAN pattern treats * ? [ ] and backslash specially; match them literally
+        return "".join(f"\\{ch}" if ch in "[]*?\\" else ch for ch in self.base)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_parser", "parse_since", "run_evaluate"]
+__all__ = ["add_parser", "no_logs_message", "open_existing_store", "parse_since", "run_evaluate"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -47,6 +47,44 @@ def parse_since(value: str | None) -> float | None:
     return moment.timestamp()
 
 
+def open_existing_store(url: str | None, flag: str = "--store") -> Any:
+    """Open a store to read logs from; a SQLite file that does not exist is an error.
+
+    (Opening it would create an empty database and report "no logs", which hides a
+    mistyped path.)
+    """
+    import os
+
+    from learnloop.errors import StoreError
+    from learnloop.store import open_store, resolve_store_url
+
+    resolved = resolve_store_url(url)
+    path: str | None = None
+    if resolved.startswith("sqlite://"):
+        path = resolved[len("sqlite://") :]
+        path = path[1:] if path.startswith("/") else path
+    elif "://" not in resolved:
+        path = resolved
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise StoreError(f"store {resolved!r} does not exist; pass {flag} with the store that "
+                         "holds the logged choices")
+    return open_store(resolved)
+
+
+def no_logs_message(url: str | None, since: str | None = None, agent_id: str | None = None) -> str:
+    """Why there is nothing to learn from or evaluate on, and how to get logs."""
+    from learnloop.store import resolve_store_url
+
+    where = resolve_store_url(url)
+    if since:
+        where += f" since {since}"
+    if agent_id:
+        where += f" for agent {agent_id!r}"
+    return (f"no logged tool choices in {where}: a choice is a step with a tool and a state "
+            "holding 'propensity' and 'candidates'; record some with 'learnloop train bandit "
+            "--store URL' or a ToolAgent with a recorder, or widen --since/--agent-id")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     import json
     import os
@@ -54,7 +92,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from learnloop.bandits import ToolSelector, make_policy
     from learnloop.bandits.ope import evaluate, load_logs, selector_target
     from learnloop.bandits.selector import POLICIES, default_featurizer
-    from learnloop.store import open_store
+    from learnloop.errors import ConfigError, InvalidInputError
 
     if os.path.isfile(args.policy):
         with open(args.policy, encoding="utf-8") as fh:
@@ -63,15 +101,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         featurizer = default_featurizer(args.policy)
         selector = ToolSelector(make_policy(args.policy, dim=featurizer.dim), featurizer=featurizer)
     else:
-        from learnloop.errors import ConfigError
-
         raise ConfigError(f"--policy {args.policy!r} is neither a file nor a policy name "
                           f"({sorted(POLICIES)})")
-    store = open_store(args.store)
+    since = parse_since(args.since)
+    store = open_existing_store(args.store)
     try:
-        logs = load_logs(store, since=parse_since(args.since), agent_id=args.agent_id)
+        logs = load_logs(store, since=since, agent_id=args.agent_id)
     finally:
         store.close()
+    if not logs:
+        raise InvalidInputError(no_logs_message(args.store, args.since, args.agent_id))
     for log in logs:
         for tool in log.candidates:
             selector.add_tool(tool)

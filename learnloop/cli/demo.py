@@ -37,7 +37,13 @@ def add_parser(subparsers: Any) -> None:
         "--episodes", type=int, default=300, help="tasks the scripted agent attempts (default 300)"
     )
     parser.add_argument(
-        "--decisions", type=int, default=3000, help="tool decisions the bandit learns from (default 3000)"
+        "--decisions",
+        type=int,
+        default=3000,
+        help="tool decisions the bandit learns from (default 3000)",
+    )
+    parser.add_argument(
+        "--rl-iterations", type=int, default=40, help="PPO iterations of the rl stage (default 40)"
     )
     parser.add_argument(
         "--stages",
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         record_episodes=args.episodes,
         bandit_decisions=args.decisions,
+        rl_iterations=args.rl_iterations,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()),
     )
     if args.json:

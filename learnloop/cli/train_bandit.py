@@ -79,13 +79,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.from_store:
             from learnloop.bandits.ope import load_logs
-            from learnloop.store import open_store
+            from learnloop.cli.bandit import no_logs_message, open_existing_store
+            from learnloop.errors import InvalidInputError
 
-            source = open_store(args.from_store)
+            source = open_existing_store(args.from_store, "--from-store")
             try:
                 logs = load_logs(source)
             finally:
                 source.close()
+            if not logs:
+                raise InvalidInputError(no_logs_message(args.from_store))
             for log in logs:
                 for tool in log.candidates:
                     selector.add_tool(tool)

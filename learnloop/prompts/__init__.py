@@ -33,6 +33,7 @@ from learnloop.prompts.local_model import (
     LocalModelConfig,
     LocalModelServer,
     find_smollm2_gguf,
+    open_llm_client,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "UsageTotals",
     "assistant_message",
     "find_smollm2_gguf",
+    "open_llm_client",
     "system_message",
     "user_message",
 ]

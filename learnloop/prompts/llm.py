@@ -22,8 +22,9 @@ The embedded default model (SmolLM2-135M-Instruct served on loopback) lives in
     >>> client = ScriptedLLMClient([(r"weather", "web_search")], default="shell_exec")
     >>> client.complete(ChatRequest(messages=[user_message("what's the weather in Oslo?")])).text
     'web_search'
-    >>> prices = PriceTable({"gpt-4o-mini": ModelPrice(input_per_million=0.15, output_per_million=0.6)})
-    >>> round(prices.cost("gpt-4o-mini-2024-07-18", TokenUsage(prompt_tokens=1000, completion_tokens=500)), 6)
+    >>> mini = ModelPrice(input_per_million=0.15, output_per_million=0.6)
+    >>> usage = TokenUsage(prompt_tokens=1000, completion_tokens=500)
+    >>> round(PriceTable({"gpt-4o-mini": mini}).cost("gpt-4o-mini-2024-07-18", usage), 6)
     0.00045
 """
 
@@ -175,6 +176,9 @@ class ChatRequest:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"json_schema is not JSON-serialisable: {exc}") from None
             object.__setattr__(self, "json_schema", MappingProxyType(schema))
+
+    def __hash__(self) -> int:
+        return hash(self.key())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; :meth:`from_dict` inverts it."""

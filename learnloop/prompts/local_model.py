@@ -39,6 +39,7 @@ is touched.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import logging
@@ -51,11 +52,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
+import learnloop
 from learnloop.errors import ClosedError, ConfigError, LLMError
 from learnloop.prompts.llm import LLMEndpointConfig, OpenAICompatibleClient, PriceTable
 
@@ -64,6 +67,7 @@ __all__ = [
     "LocalModelConfig",
     "LocalModelServer",
     "find_smollm2_gguf",
+    "open_llm_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,6 +187,9 @@ class LocalModelServer:
             model_path = self.config.model_path or str(find_smollm2_gguf())
             settings = {**asdict(self.config), "model_path": model_path}
             self._log_path = self._open_log_path()
+            # the child must import this very learnloop, even one found through sys.path only
+            source_root = str(Path(learnloop.__file__).resolve().parents[1])
+            path = os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))
             started = time.perf_counter()
             with self._log_path.open("ab") as log:
                 self._process = subprocess.Popen(
@@ -191,6 +198,7 @@ class LocalModelServer:
                     stdout=subprocess.PIPE,
                     stderr=log,
                     start_new_session=True,
+                    env={**os.environ, "PYTHONPATH": path},
                 )
             atexit.register(self.stop)
             try:
@@ -241,7 +249,9 @@ class LocalModelServer:
             except (urllib.error.URLError, OSError):
                 pass
             if time.perf_counter() > deadline:
-                self._fail(f"did not pass its /health check within {self.config.startup_timeout_s} s")
+                self._fail(
+                    f"did not pass its /health check within {self.config.startup_timeout_s} s"
+                )
             time.sleep(0.05)
 
     def _fail(self, what: str) -> NoReturn:
@@ -353,6 +363,38 @@ class LocalModelServer:
         return f"LocalModelServer({self.config.model_name!r}, {where})"
 
 
+@contextlib.contextmanager
+def open_llm_client(
+    endpoint: LLMEndpointConfig,
+    *,
+    local: LocalModelConfig | None = None,
+    api_key: str | None = None,
+    price_table: PriceTable | None = None,
+) -> Iterator[OpenAICompatibleClient]:
+    """A client for ``endpoint``, or, if its ``base_url`` is empty, for the embedded model.
+
+    The embedded server (configured by ``local``) runs for the duration of the
+    ``with`` block; ``endpoint.timeout_s`` and ``max_retries`` apply either way.
+    """
+    if endpoint.base_url:
+        client = OpenAICompatibleClient(endpoint, api_key=api_key, price_table=price_table)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with LocalModelServer(local) as server:
+        client = server.client(
+            timeout_s=endpoint.timeout_s,
+            max_retries=endpoint.max_retries,
+            price_table=price_table,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
 # -------------------------------------------------------------------- the child
 
 
@@ -368,7 +410,7 @@ def _serve(settings: dict[str, Any], parent_pid: int) -> None:
     if os.getppid() != parent_pid:
         return
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    import xllamacpp
+    import xllamacpp  # type: ignore[import-untyped]
 
     params = xllamacpp.CommonParams()
     params.model.path = settings["model_path"]

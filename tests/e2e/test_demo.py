@@ -10,9 +10,21 @@ from learnloop.registry import Registry
 from learnloop.store import EpisodeQuery, SqliteStore
 
 
-def test_demo_improves_the_agent_and_rolls_it_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["demo", "--stages", "record,bandit,ab", "--episodes", "60", "--decisions", "2500",
-            "--output-dir", str(tmp_path), "--json"]
+def test_demo_improves_the_agent_and_rolls_it_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "demo",
+        "--stages",
+        "record,bandit,ab",
+        "--episodes",
+        "60",
+        "--decisions",
+        "2500",
+        "--output-dir",
+        str(tmp_path),
+        "--json",
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)["stages"]
 
@@ -42,3 +54,32 @@ def test_demo_improves_the_agent_and_rolls_it_out(tmp_path: Path, capsys: pytest
 def test_demo_rejects_unknown_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--stages", "record,fly", "--output-dir", str(tmp_path)]) == 2
     assert "unknown demo stage" in capsys.readouterr().err
+
+
+def test_demo_rl_stage_trains_and_registers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    assert (
+        main(
+            [
+                "demo",
+                "--stages",
+                "rl",
+                "--rl-iterations",
+                "3",
+                "--output-dir",
+                str(tmp_path),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    rl = json.loads(capsys.readouterr().out)["stages"]["rl"]
+    assert rl["iterations"] == 3 and rl["env_steps"] > 0
+    assert rl["heldout_success_trained"] is not None and rl["heldout_success_random"] is not None
+    assert (tmp_path / "rl" / "policy.pt").is_file() and (tmp_path / "rl" / "curves.png").is_file()
+    store = SqliteStore(tmp_path / "learnloop.db")
+    assert store.count_episodes() > 0
+    assert Registry(store).get("suite-policy", "candidate").kind == "checkpoint"
+    store.close()

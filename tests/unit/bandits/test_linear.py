@@ -44,12 +44,14 @@ def test_probability_of_max_two_arms_closed_form_and_three_arms_monte_carlo():
 
 def test_fast_max_probability_two_arms_closed_form():
     fast = GaussianMaxProbability()
-    for means, stds in (([0.3, 0.1], [0.2, 0.3]), ([0.0, 0.05], [0.01, 0.1]), ([1.0, -1.0], [0.5, 0.5])):
-        means, stds = np.array(means), np.array(stds)
-        gap = (means[0] - means[1]) / math.hypot(*stds)
-        exact = 0.5 * math.erfc(-gap / math.sqrt(2))
-        assert fast(means, stds, 0) == pytest.approx(exact, abs=2e-4)
-        assert fast(means, stds, 1) == pytest.approx(1 - exact, abs=2e-4)
+    # std ratios 1.5 (quadrature), 10 and 100 (sharp steps: Simpson), gaps of -3 to +3 sd
+    for ratio in (1.5, 10.0, 100.0):
+        for gap in np.linspace(-3.0, 3.0, 13):
+            stds = np.array([0.1, 0.1 / ratio])
+            means = np.array([0.0, -gap * math.hypot(*stds)])
+            exact = 0.5 * math.erfc(-gap / math.sqrt(2))
+            assert fast(means, stds, 0) == pytest.approx(exact, abs=3e-4)
+            assert fast(means, stds, 1) == pytest.approx(1 - exact, abs=3e-4)
     assert fast(np.array([0.2]), np.array([0.1]), 0) == 1.0
 
 
@@ -57,19 +59,16 @@ def test_fast_max_probability_matches_monte_carlo_on_thirty_arms():
     """The logged propensity against sampling, for the states a trained policy is in."""
     rng = np.random.default_rng(7)
     fast = GaussianMaxProbability()
-    nodes, weights = np.polynomial.hermite.hermgauss(200)
-    for _ in range(3):
-        # 30 tools: a few close contenders, stds a factor of up to ~4 apart (trained vs cold)
+    for _ in range(2):
+        # 30 tools, stds up to 20x apart (trained vs cold tools), many close contenders
         means = rng.normal(0.0, 0.1, 30)
-        stds = 0.1 * np.sqrt(rng.uniform(0.05, 1.0, 30))
+        stds = 0.1 * np.sqrt(rng.uniform(0.0025, 1.0, 30))
         draws = (means + stds * rng.standard_normal((200_000, 30))).argmax(axis=1)
         frequency = np.bincount(draws, minlength=30) / draws.size
         p = np.array([fast(means, stds, k) for k in range(30)])
         assert p.sum() == pytest.approx(1.0, abs=2e-3)
         # 4 standard errors of the Monte Carlo frequency, plus 1e-3 for the quadrature
         np.testing.assert_array_less(np.abs(p - frequency), 4 * np.sqrt(frequency / draws.size) + 1e-3)
-        reference = np.array([probability_of_max(means, stds, k, nodes, weights) for k in range(30)])
-        np.testing.assert_allclose(p, reference, atol=2e-3)
 
 
 def test_fast_max_probability_rejects_bad_settings_and_survives_extremes():

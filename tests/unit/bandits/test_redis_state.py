@@ -3,6 +3,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -55,23 +56,45 @@ def _worker(url, name, n, seed):
         selector.update(selector.choose("grep logs" if i % 2 else "run tests"), 1.0)
 
 
+def _check_counts(shared, expected):
+    assert shared.num_updates() == expected
+    counts = 0
+    for key in shared.client.scan_iter(match=f"{shared._glob_base}:ctx:*"):
+        counts += sum(int(v) for f, v in shared.client.hgetall(key).items() if f.startswith(b"n:"))
+        assert 7 * 86400 - 60 < shared.client.ttl(key) <= 7 * 86400  # the default TTL
+    assert counts == expected
+
+
+def test_eight_clients_in_threads_lose_no_update(redis_url):
+    """Eight connections updating at once: the Lua update is atomic on the server."""
+    shared = state(redis_url, "threads")
+    shared.clear()
+    n = 300
+    threads = [threading.Thread(target=_worker, args=(redis_url, "threads", n, s)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    _check_counts(shared, 8 * n)
+    replica = ToolSelector(make_policy("epsilon_greedy"), tools=["a", "b", "c"], shared=shared)
+    replica.sync()
+    assert replica.policy.epsilon == 0.01 and replica.num_updates == 8 * n
+
+
+@pytest.mark.slow
 def test_eight_processes_lose_no_update_and_ttl_is_set(redis_url):
     shared = state(redis_url, "many")
     shared.clear()
     n = 400
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")  # one import in the server, not one per worker
+    ctx.set_forkserver_preload(["learnloop.bandits", "learnloop.bandits.redis_state"])
     procs = [ctx.Process(target=_worker, args=(redis_url, "many", n, s)) for s in range(8)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    assert shared.num_updates() == 8 * n
-    counts = 0
-    for key in shared.client.scan_iter(match=f"{shared.base}:ctx:*"):
-        counts += sum(int(v) for f, v in shared.client.hgetall(key).items() if f.startswith(b"n:"))
-        assert 7 * 86400 - 60 < shared.client.ttl(key) <= 7 * 86400  # the default TTL
-    assert counts == 8 * n
+    _check_counts(shared, 8 * n)
     # the shared epsilon decayed once per update: 0.1 * 0.995^3200 is below the floor
     replica = ToolSelector(make_policy("epsilon_greedy"), tools=["a", "b", "c"], shared=shared)
     replica.sync()
