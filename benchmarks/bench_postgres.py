@@ -33,12 +33,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pg_service import PostgresServer, drop_schemas, new_schema  # noqa: E402
+from pg_service import PostgresServer, drop_schemas, new_schema
 
-from learnloop.episode import Episode, Step  # noqa: E402
-from learnloop.recorder import Recorder  # noqa: E402
-from learnloop.store.postgres import WRITE_METHODS, PostgresStore  # noqa: E402
-from learnloop.store.sqlite import episode_row  # noqa: E402
+from learnloop.episode import Episode, Step
+from learnloop.recorder import Recorder
+from learnloop.store.postgres import WRITE_METHODS, PostgresStore
+from learnloop.store.sqlite import episode_row
 
 WORDS = (
     "search read write file parse json value error status code path user name list "
@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             f"\n3. Recorder, {args.processes} writer processes ({args.episodes} episodes each), "
             f"best of {args.repeats}"
         )
-        many = max(
-            bench_processes(url, args.processes, args.episodes) for _ in range(args.repeats)
+        many = max(bench_processes(url, args.processes, args.episodes) for _ in range(args.repeats))
+        print(
+            f"\nsummary: 1 process {single:,.0f} steps/s; {args.processes} processes {many:,.0f} steps/s"
         )
-        print(f"\nsummary: 1 process {single:,.0f} steps/s; {args.processes} processes {many:,.0f} steps/s")
     finally:
         if server is not None:
             server.stop()

@@ -149,15 +149,22 @@ class ToolAgent:
         if not callable(fn):
             raise ToolError(f"tool {name!r} must be callable, got {type(fn).__name__}")
         if expected_duration_s is not None and not expected_duration_s > 0:
-            raise ToolError(f"expected_duration_s of {name!r} must be > 0, got {expected_duration_s}")
+            raise ToolError(
+                f"expected_duration_s of {name!r} must be > 0, got {expected_duration_s}"
+            )
         if timeout_s is not None and not timeout_s > 0:
             raise ToolError(f"timeout_s of {name!r} must be > 0, got {timeout_s}")
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
         )
         self.selector.add_tool(name)
-        self._tools[name] = RegisteredTool(name=name, fn=fn, expected_duration_s=expected_duration_s,
-                                           timeout_s=timeout_s, is_async=is_async)
+        self._tools[name] = RegisteredTool(
+            name=name,
+            fn=fn,
+            expected_duration_s=expected_duration_s,
+            timeout_s=timeout_s,
+            is_async=is_async,
+        )
         if quality_check is not None:
             self._quality_checks[name] = quality_check
         self._default_reward = None  # rebuilt with the new quality checks
@@ -195,7 +202,7 @@ class ToolAgent:
         tools: Sequence[str] | None = None,
         episode_id: str | None = None,
     ) -> ToolExecution:
-        """Choose a tool for ``task``, run it, score it, learn, record; never raises for tool failures.
+        """Choose a tool for ``task``, run, score, learn and record it; tool failures never raise.
 
         Args:
             task: the task text (what the tool receives).
@@ -211,45 +218,81 @@ class ToolAgent:
         choice = self.selector.choose(task, tools)
         tool = self._tools.get(choice.tool)
         if tool is None:
-            raise ToolError(f"the selector knows tool {choice.tool!r} but it was never registered "
-                            "with this agent; register_tool() it")
+            raise ToolError(
+                f"the selector knows tool {choice.tool!r} but it was never registered "
+                "with this agent; register_tool() it"
+            )
         output, error, duration = self._run(tool, task)
         success = error is None
-        signal = self._tool_reward()(ToolCallContext(
-            tool=tool.name, success=success, duration_s=duration,
-            expected_duration_s=tool.expected_duration_s, output=output,
-            user_feedback=user_feedback, context=context,
-        ))
+        signal = self._tool_reward()(
+            ToolCallContext(
+                tool=tool.name,
+                success=success,
+                duration_s=duration,
+                expected_duration_s=tool.expected_duration_s,
+                output=output,
+                user_feedback=user_feedback,
+                context=context,
+            )
+        )
         if self.config.learning:
             self.selector.update(choice, signal.total)
         value = self.selector.values(task, [tool.name])[tool.name]
-        recorded_id, step_index = self._record(task, context, choice, output, success, error,
-                                               duration, signal, episode_id)
+        recorded_id, step_index = self._record(
+            task, context, choice, output, success, error, duration, signal, episode_id
+        )
         if not success:
             logger.info("tool %s failed on %r: %s", tool.name, task[:80], error)
         return ToolExecution(
-            tool=tool.name, output=output, success=success, error=error, duration_s=duration,
-            reward=signal, value_estimate=value, propensity=choice.propensity,
-            policy_version=choice.policy_version, episode_id=recorded_id, step_index=step_index,
+            tool=tool.name,
+            output=output,
+            success=success,
+            error=error,
+            duration_s=duration,
+            reward=signal,
+            value_estimate=value,
+            propensity=choice.propensity,
+            policy_version=choice.policy_version,
+            episode_id=recorded_id,
+            step_index=step_index,
         )
 
-    def _record(self, task: str, context: str | None, choice: Any, output: Any, success: bool,
-                error: str | None, duration: float, signal: RewardSignal,
-                episode_id: str | None) -> tuple[str | None, int | None]:
+    def _record(
+        self,
+        task: str,
+        context: str | None,
+        choice: Any,
+        output: Any,
+        success: bool,
+        error: str | None,
+        duration: float,
+        signal: RewardSignal,
+        episode_id: str | None,
+    ) -> tuple[str | None, int | None]:
         if self.recorder is None:
             return None, None
         own = episode_id is None
         if own:
             episode_id = self.recorder.begin(
-                task, agent_id=self.config.agent_id, kind="tool_call",
+                task,
+                agent_id=self.config.agent_id,
+                kind="tool_call",
                 metadata={"context": context} if context else None,
                 versions={"policy": choice.policy_version},
             )
         state = {**choice.log_state(), "task": task}
         index = self.recorder.step(
-            episode_id, f"call {choice.tool}", tool=choice.tool, state=state, result=output,
-            reward=signal.total, reward_components=dict(signal.components), success=success,
-            error=error, duration_s=duration, lenient=True,
+            episode_id,
+            f"call {choice.tool}",
+            tool=choice.tool,
+            state=state,
+            result=output,
+            reward=signal.total,
+            reward_components=dict(signal.components),
+            success=success,
+            error=error,
+            duration_s=duration,
+            lenient=True,
         )
         if own:
             self.recorder.complete(episode_id, status="success" if success else "failure")

@@ -14,6 +14,8 @@ Every error learnloop raises on purpose derives from :class:`LearnloopError`::
     │   └── LLMTimeoutError
     ├── ToolError                                 a tool is misconfigured (a tool
     │                                             *failing* is data, not an error)
+    ├── BudgetExceededError                       a cost, token, call or time budget
+    │                                             is spent (ends the run)
     └── JobError                                  an invalid job transition
 
 Messages state what went wrong, the offending value, and the fix.
@@ -22,6 +24,7 @@ Messages state what went wrong, the offending value, and the fix.
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceededError",
     "ClosedError",
     "ConfigError",
     "ConflictError",
@@ -82,6 +85,19 @@ class LLMTimeoutError(LLMError):
 
 class ToolError(LearnloopError):
     """A tool is registered or called in a way that cannot work."""
+
+
+class BudgetExceededError(LearnloopError):
+    """A usage budget (calls, tokens, dollars, wall time, rollouts) is spent.
+
+    Not an :class:`LLMError`: code that records a failed model call as a failed
+    step must not swallow it; running out of budget ends the run. When raised
+    after a model call, that call's response is kept in :attr:`response`.
+    """
+
+    def __init__(self, message: str, response: object | None = None) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 class JobError(LearnloopError):

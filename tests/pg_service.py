@@ -159,7 +159,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its URL."""
@@ -194,7 +194,7 @@ def new_schema(url: str, prefix: str = "t") -> tuple[str, str]:
 
     schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE SCHEMA {schema}")
     return schema, with_search_path(url, schema)
 
 
@@ -204,7 +204,7 @@ def drop_schemas(url: str, schemas: list[str]) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         for schema in schemas:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def postgres_url_for_tests() -> tuple[str, PostgresServer | None]:

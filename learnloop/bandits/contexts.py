@@ -25,6 +25,7 @@ Shipped featurizers:
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from collections import OrderedDict
@@ -71,9 +72,7 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def keyword_category(
-    text: str, keywords: Mapping[str, Sequence[str]] = DEFAULT_KEYWORDS
-) -> str:
+def keyword_category(text: str, keywords: Mapping[str, Sequence[str]] = DEFAULT_KEYWORDS) -> str:
     """The spec's context of a task: the first category one of whose keywords occurs.
 
     A keyword matches a whole word (``"run"`` matches "run the tests", not
@@ -130,7 +129,9 @@ class Context:
             raise InvalidInputError(
                 f"malformed context {dict(data)!r}: {exc}; expected key, indices, values, dim"
             ) from None
-        if indices.shape != values.shape or (indices.size and not 0 <= indices.min() <= indices.max() < dim):
+        if indices.shape != values.shape or (
+            indices.size and not 0 <= indices.min() <= indices.max() < dim
+        ):
             raise InvalidInputError(
                 f"context indices {indices.tolist()} do not fit values {values.tolist()} "
                 f"or dim {dim}"
@@ -183,7 +184,9 @@ class KeywordFeaturizer:
 
     def __call__(self, text: str) -> Context:
         base = self._contexts[keyword_category(text, self._keywords)]
-        return Context(key=base.key, indices=base.indices, values=base.values, dim=base.dim, text=text)
+        return Context(
+            key=base.key, indices=base.indices, values=base.values, dim=base.dim, text=text
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "keyword", "keywords": {k: list(v) for k, v in self._keywords.items()}}
@@ -240,7 +243,7 @@ class HashedTextFeaturizer:
         words = tokenize(text)
         tokens = list(words)
         if self.config.word_pairs:
-            tokens += [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+            tokens += [f"{a} {b}" for a, b in itertools.pairwise(words)]
         counts: dict[int, float] = {}
         for token in tokens:
             bucket, sign = self._bucket(token)
@@ -272,8 +275,13 @@ class HashedTextFeaturizer:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.config
-        return {"type": "hashed", "dim": c.dim, "word_pairs": c.word_pairs, "bias": c.bias,
-                "signed": c.signed}
+        return {
+            "type": "hashed",
+            "dim": c.dim,
+            "word_pairs": c.word_pairs,
+            "bias": c.bias,
+            "signed": c.signed,
+        }
 
 
 class DenseFeaturizer:

@@ -58,7 +58,9 @@ def normal_cdf(z: Floats) -> Floats:
     """Standard normal CDF, vectorised (|error| < 1.5e-7; Abramowitz & Stegun 7.1.26)."""
     x = np.abs(z) * (1.0 / math.sqrt(2.0))
     t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     half_erfc = 0.5 * poly * np.exp(-x * x)
     return np.where(z >= 0, 1.0 - half_erfc, half_erfc)
 
@@ -113,6 +115,8 @@ class GaussianMaxProbability:
     ``Phi`` is read from a table of step ``resolution`` (nearest entry: each factor is
     off by at most ``resolution / 2 * phi <= 2e-4``), so a call is a dozen numpy
     operations on preallocated buffers rather than a rational approximation per factor.
+    The buffers make one instance unsafe to share between threads (a
+    :class:`~learnloop.bandits.selector.ToolSelector` serialises its policy's calls).
 
     >>> p = GaussianMaxProbability()
     >>> round(p(np.array([0.3, 0.1]), np.array([0.2, 0.3]), 0), 4)  # Phi(0.2 / hypot(0.2, 0.3))
@@ -135,7 +139,9 @@ class GaussianMaxProbability:
         if not 0.0 < resolution <= 0.1 or not span >= 6.0:
             raise ConfigError(f"need 0 < resolution <= 0.1 and span >= 6, got {resolution}, {span}")
         if not max_ratio >= 1.0 or max_points < 16:
-            raise ConfigError(f"need max_ratio >= 1 and max_points >= 16, got {max_ratio}, {max_points}")
+            raise ConfigError(
+                f"need max_ratio >= 1 and max_points >= 16, got {max_ratio}, {max_points}"
+            )
         nodes, weights = np.polynomial.hermite.hermgauss(num_nodes)
         weights = weights / math.sqrt(math.pi)
         keep = weights >= 1e-9
@@ -176,10 +182,18 @@ class GaussianMaxProbability:
         np.multiply.reduce(factors, axis=0, out=self._product)
         return min(max(float(self._product @ self._weights), 0.0), 1.0)
 
-    def _tail(self, means: Floats, stds: Floats, z: Floats, grid: Floats,
-              index: npt.NDArray[np.intp], out: Floats) -> None:
-        """``out[a, j] = Phi((z_j - means_a) / stds_a)`` from the table (``grid``, ``index``: scratch)."""
-        np.subtract.outer(means, z, out=grid)  # in table steps, (mu_a - z) / s_a is P(N > .)'s entry
+    def _tail(
+        self,
+        means: Floats,
+        stds: Floats,
+        z: Floats,
+        grid: Floats,
+        index: npt.NDArray[np.intp],
+        out: Floats,
+    ) -> None:
+        """``out[a, j] = Phi((z_j - means_a) / stds_a)`` looked up; ``grid``, ``index``: scratch."""
+        # the entry of P(N > (mu_a - z) / s_a) = Phi((z - mu_a) / s_a), in table steps
+        np.subtract.outer(means, z, out=grid)
         grid *= (self._inv_resolution / stds)[:, None]
         grid += self._offset
         np.minimum(grid, self._last, out=grid)
@@ -229,7 +243,7 @@ def squarecb_probabilities(predictions: Floats, gamma: float) -> Floats:
     p = 1.0 / (m + gamma * (predictions[best] - predictions))
     p[best] = 0.0
     p[best] = 1.0 - p.sum()
-    return p
+    return np.asarray(p)
 
 
 class _MeanVariance:
@@ -347,9 +361,12 @@ class DiagonalGaussianRegression:
         self.variance.data[idx, arm] = var * (1.0 - gain * x)
 
     def to_dict(self, num_arms: int) -> dict[str, Any]:
-        return {"dim": self.dim, "config": asdict(self.config),
-                "mean": self.mean.data[:, :num_arms].T.tolist(),
-                "variance": self.variance.data[:, :num_arms].T.tolist()}
+        return {
+            "dim": self.dim,
+            "config": asdict(self.config),
+            "mean": self.mean.data[:, :num_arms].T.tolist(),
+            "variance": self.variance.data[:, :num_arms].T.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DiagonalGaussianRegression:
@@ -461,8 +478,13 @@ class LinearThompson(_LinearPolicy):
 
     def to_dict(self) -> dict[str, Any]:
         config = asdict(self.config)
-        return {"policy": self.name, "config": config, "num_arms": self.num_arms,
-                "num_updates": self.num_updates, "model": self.model.to_dict(self.num_arms)}
+        return {
+            "policy": self.name,
+            "config": config,
+            "num_arms": self.num_arms,
+            "num_updates": self.num_updates,
+            "model": self.model.to_dict(self.num_arms),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinearThompson:
@@ -511,7 +533,7 @@ class SquareCB(_LinearPolicy):
     @property
     def gamma(self) -> float:
         t = max(self.num_updates, 1)
-        return self.config.gamma_scale * t**self.config.gamma_exponent
+        return float(self.config.gamma_scale * t**self.config.gamma_exponent)
 
     def add_arms(self, num_arms: int) -> None:
         self.model.grow(num_arms)
@@ -523,8 +545,9 @@ class SquareCB(_LinearPolicy):
 
     def select(self, context: Context, arms: Arms, rng: np.random.Generator) -> tuple[int, float]:
         p = self.probabilities(context, arms)
-        position = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")),
-                       arms.size - 1)
+        position = min(
+            int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), arms.size - 1
+        )
         return position, float(p[position])
 
     def values(self, context: Context, arms: Arms) -> Floats:
@@ -537,8 +560,13 @@ class SquareCB(_LinearPolicy):
         self.num_updates += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.name, "config": asdict(self.config), "num_arms": self.num_arms,
-                "num_updates": self.num_updates, "model": self.model.to_dict(self.num_arms)}
+        return {
+            "policy": self.name,
+            "config": asdict(self.config),
+            "num_arms": self.num_arms,
+            "num_updates": self.num_updates,
+            "model": self.model.to_dict(self.num_arms),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SquareCB:
@@ -578,7 +606,8 @@ class LinUCBConfig:
             )
         if not 0.0 < self.discount <= 1.0 or not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(
-                f"discount must lie in (0, 1] and epsilon in [0, 1], got {self.discount}, {self.epsilon}"
+                "discount must lie in (0, 1] and epsilon in [0, 1], "
+                f"got {self.discount}, {self.epsilon}"
             )
 
 
@@ -607,8 +636,12 @@ class LinUCB(_LinearPolicy):
             return
         extra = num_arms - self._b.shape[1]
         eye = np.eye(self.fold)
-        self._a_inv = np.concatenate([self._a_inv, np.repeat(eye[None] / self.config.ridge, extra, 0)])
-        self._gram = np.concatenate([self._gram, np.repeat(eye[None] * self.config.ridge, extra, 0)])
+        self._a_inv = np.concatenate(
+            [self._a_inv, np.repeat(eye[None] / self.config.ridge, extra, 0)]
+        )
+        self._gram = np.concatenate(
+            [self._gram, np.repeat(eye[None] * self.config.ridge, extra, 0)]
+        )
         self._b = np.concatenate([self._b, np.zeros((self.fold, extra))], axis=1)
         self._theta = np.concatenate([self._theta, np.zeros((self.fold, extra))], axis=1)
         self.num_arms = num_arms
@@ -658,9 +691,15 @@ class LinUCB(_LinearPolicy):
 
     def to_dict(self) -> dict[str, Any]:
         n = self.num_arms
-        return {"policy": self.name, "config": asdict(self.config), "dim": self.dim,
-                "num_arms": n, "num_updates": self.num_updates,
-                "gram": self._gram[:n].tolist(), "b": self._b[:, :n].T.tolist()}
+        return {
+            "policy": self.name,
+            "config": asdict(self.config),
+            "dim": self.dim,
+            "num_arms": n,
+            "num_updates": self.num_updates,
+            "gram": self._gram[:n].tolist(),
+            "b": self._b[:, :n].T.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinUCB:

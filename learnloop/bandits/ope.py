@@ -52,7 +52,7 @@ _Z95 = 1.959963984540054
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoggedChoice:
-    """One logged decision: what was seen, what was chosen, with what probability, and the reward."""
+    """One logged decision: what was seen, what was chosen, its probability, the reward."""
 
     task: str
     """The text the choice was made for."""
@@ -89,15 +89,17 @@ def load_logs(
             state = step.state
             if step.tool is None or "propensity" not in state or "candidates" not in state:
                 continue
-            out.append(LoggedChoice(
-                task=str(state.get("task", episode.task)),
-                candidates=tuple(state["candidates"]),
-                tool=step.tool,
-                propensity=float(state["propensity"]),
-                reward=float(step.reward),
-                policy_version=str(state.get("policy_version", "")),
-                started_at=episode.started_at,
-            ))
+            out.append(
+                LoggedChoice(
+                    task=str(state.get("task", episode.task)),
+                    candidates=tuple(state["candidates"]),
+                    tool=step.tool,
+                    propensity=float(state["propensity"]),
+                    reward=float(step.reward),
+                    policy_version=str(state.get("policy_version", "")),
+                    started_at=episode.started_at,
+                )
+            )
             if limit is not None and len(out) >= limit:
                 return out
     return out
@@ -127,7 +129,12 @@ class Estimate:
     """Standard error."""
 
     def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "low": self.low, "high": self.high, "std_error": self.std_error}
+        return {
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "std_error": self.std_error,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,9 +155,14 @@ class OPEResult:
     """(sum w)^2 / sum w^2: how many logs the estimate is really worth."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ips": self.ips.to_dict(), "snips": self.snips.to_dict(), "dr": self.dr.to_dict(),
-                "num_logs": self.num_logs, "logged_value": self.logged_value,
-                "effective_sample_size": self.effective_sample_size}
+        return {
+            "ips": self.ips.to_dict(),
+            "snips": self.snips.to_dict(),
+            "dr": self.dr.to_dict(),
+            "num_logs": self.num_logs,
+            "logged_value": self.logged_value,
+            "effective_sample_size": self.effective_sample_size,
+        }
 
 
 def _mean_estimate(terms: Floats) -> Estimate:
@@ -169,7 +181,9 @@ def snips_estimate(weights: Floats, rewards: Floats) -> Estimate:
     """``sum w r / sum w`` with a delta-method interval."""
     total = float(weights.sum())
     if total <= 0.0:
-        return Estimate(value=float("nan"), low=float("nan"), high=float("nan"), std_error=float("nan"))
+        return Estimate(
+            value=float("nan"), low=float("nan"), high=float("nan"), std_error=float("nan")
+        )
     value = float(weights @ rewards / total)
     n = weights.size
     influence = weights * (rewards - value) / (total / n)
@@ -178,7 +192,11 @@ def snips_estimate(weights: Floats, rewards: Floats) -> Estimate:
 
 
 def dr_terms(
-    target_probs: Floats, qhat: Floats, chosen: npt.NDArray[np.intp], weights: Floats, rewards: Floats
+    target_probs: Floats,
+    qhat: Floats,
+    chosen: npt.NDArray[np.intp],
+    weights: Floats,
+    rewards: Floats,
 ) -> Floats:
     """Per-decision DR terms ``sum_a pi(a|x) qhat(x,a) + w (r - qhat(x, a_chosen))``.
 
@@ -186,14 +204,20 @@ def dr_terms(
     tool was not a candidate).
     """
     rows = np.arange(chosen.size)
-    return (target_probs * qhat).sum(axis=1) + weights * (rewards - qhat[rows, chosen])
+    return np.asarray((target_probs * qhat).sum(axis=1) + weights * (rewards - qhat[rows, chosen]))
 
 
 class _RidgeRewardModel:
     """Per-tool ridge regression of reward on hashed text features (the DR model)."""
 
-    def __init__(self, features: Floats, tools: npt.NDArray[np.intp], rewards: Floats,
-                 num_tools: int, ridge: float) -> None:
+    def __init__(
+        self,
+        features: Floats,
+        tools: npt.NDArray[np.intp],
+        rewards: Floats,
+        num_tools: int,
+        ridge: float,
+    ) -> None:
         d = features.shape[1]
         self.theta = np.zeros((num_tools, d))
         prior = float(rewards.mean()) if rewards.size else 0.0
@@ -229,8 +253,10 @@ def evaluate(
         InvalidInputError: no logs, or a propensity outside (0, 1].
     """
     if not logs:
-        raise InvalidInputError("no logged choices to evaluate on; record choices with "
-                                "Choice.log_state() first or widen --since")
+        raise InvalidInputError(
+            "no logged choices to evaluate on; record choices with "
+            "Choice.log_state() first or widen --since"
+        )
     tools = sorted({t for log in logs for t in (*log.candidates, log.tool)})
     index = {t: i for i, t in enumerate(tools)}
     n, k = len(logs), len(tools)

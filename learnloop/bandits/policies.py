@@ -105,7 +105,7 @@ def argmax_probabilities(scores: Floats, epsilon: float) -> Floats:
     [0.1, 0.45, 0.45]
     """
     best = scores == scores.max()
-    return epsilon / scores.size + (1.0 - epsilon) * best / np.count_nonzero(best)
+    return np.asarray(epsilon / scores.size + (1.0 - epsilon) * best / np.count_nonzero(best))
 
 
 def epsilon_argmax_choice(
@@ -140,7 +140,9 @@ def _check_unit(name: str, value: float, *, low_open: bool = False) -> None:
 class _Tables:
     """Per-context-key rows of per-arm statistics: ``rows[key]`` is (num_fields, capacity)."""
 
-    def __init__(self, fields: tuple[str, ...], initial: tuple[float, ...], capacity: int = 8) -> None:
+    def __init__(
+        self, fields: tuple[str, ...], initial: tuple[float, ...], capacity: int = 8
+    ) -> None:
         self.fields = fields
         self.initial = np.asarray(initial, dtype=np.float64)[:, None]
         self.capacity = max(capacity, 1)
@@ -164,8 +166,10 @@ class _Tables:
         self.capacity = capacity
 
     def to_dict(self, num_arms: int) -> dict[str, Any]:
-        return {key: {f: row[i, :num_arms].tolist() for i, f in enumerate(self.fields)}
-                for key, row in self.rows.items()}
+        return {
+            key: {f: row[i, :num_arms].tolist() for i, f in enumerate(self.fields)}
+            for key, row in self.rows.items()
+        }
 
     def load(self, data: Mapping[str, Mapping[str, list[float]]], num_arms: int) -> None:
         self.grow(num_arms)
@@ -218,8 +222,11 @@ class _TabularPolicy:
         return list(self.tables.rows)
 
     def _state(self) -> dict[str, Any]:
-        return {"num_arms": self.num_arms, "num_updates": self.num_updates,
-                "tables": self.tables.to_dict(self.num_arms)}
+        return {
+            "num_arms": self.num_arms,
+            "num_updates": self.num_updates,
+            "tables": self.tables.to_dict(self.num_arms),
+        }
 
     def _load_state(self, data: Mapping[str, Any]) -> None:
         self.add_arms(int(data.get("num_arms", 0)))
@@ -243,7 +250,7 @@ class EpsilonGreedyQConfig:
     alpha: float = 0.1
     """Learning rate of the Q update (a constant rate also forgets old rewards)."""
     initial_q: float = 0.0
-    """Q of an arm never tried in a context (set above the reward range for optimistic cold start)."""
+    """Q of an arm never tried in a context (above the reward range: optimistic cold start)."""
 
     def __post_init__(self) -> None:
         _check_unit("epsilon", self.epsilon)
@@ -275,7 +282,7 @@ class EpsilonGreedyQ(_TabularPolicy):
         self.epsilon = self.config.epsilon
 
     def _q(self, context: Context, arms: Arms) -> Floats:
-        return self.tables.row(context.key)[0, arms]
+        return np.asarray(self.tables.row(context.key)[0, arms])
 
     def select(self, context: Context, arms: Arms, rng: np.random.Generator) -> tuple[int, float]:
         return epsilon_argmax_choice(self._q(context, arms), self.epsilon, rng)
@@ -299,8 +306,12 @@ class EpsilonGreedyQ(_TabularPolicy):
         self.epsilon = max(self.config.epsilon_min, self.epsilon * self.config.epsilon_decay)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.name, "config": asdict(self.config), "epsilon": self.epsilon,
-                **self._state()}
+        return {
+            "policy": self.name,
+            "config": asdict(self.config),
+            "epsilon": self.epsilon,
+            **self._state(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EpsilonGreedyQ:
@@ -363,7 +374,7 @@ class UCB1(_TabularPolicy):
     def values(self, context: Context, arms: Arms) -> Floats:
         row = self.tables.row(context.key)
         n = row[1, arms]
-        return np.divide(row[0, arms], n, out=np.zeros(arms.size), where=n > 0)
+        return np.asarray(np.divide(row[0, arms], n, out=np.zeros(arms.size), where=n > 0))
 
     def update(self, context: Context, arm: int, reward: float) -> None:
         self._check_arm(arm)
@@ -440,7 +451,9 @@ class BetaThompson(_TabularPolicy):
 
     def probabilities(self, context: Context, arms: Arms) -> Floats:
         row = self.tables.row(context.key)
-        draws = self._rng.beta(row[0, arms], row[1, arms], size=(self.config.propensity_samples, arms.size))
+        draws = self._rng.beta(
+            row[0, arms], row[1, arms], size=(self.config.propensity_samples, arms.size)
+        )
         counts = np.bincount(draws.argmax(axis=1), minlength=arms.size).astype(np.float64)
         return (counts + 1.0 / arms.size) / (self.config.propensity_samples + 1.0)
 
@@ -454,7 +467,9 @@ class BetaThompson(_TabularPolicy):
         row = self.tables.row(context.key)
         gamma = self.config.discount
         if gamma < 1.0:
-            row[:, : self.num_arms] = gamma * row[:, : self.num_arms] + (1.0 - gamma) * self.tables.initial
+            row[:, : self.num_arms] = (
+                gamma * row[:, : self.num_arms] + (1.0 - gamma) * self.tables.initial
+            )
         r = min(max(reward, 0.0), 1.0)
         row[0, arm] += r
         row[1, arm] += 1.0 - r

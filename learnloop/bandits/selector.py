@@ -98,7 +98,9 @@ def make_policy(name: str, *, dim: int = 1024, seed: int = 0, **config: Any) -> 
     """
     key = _ALIASES.get(name, name)
     if key not in POLICIES:
-        raise ConfigError(f"unknown policy {name!r}; choose one of {sorted({*POLICIES, *_ALIASES})}")
+        raise ConfigError(
+            f"unknown policy {name!r}; choose one of {sorted({*POLICIES, *_ALIASES})}"
+        )
     cls = POLICIES[key]
     cfg = _CONFIGS[key](**config)
     if key in _CONTEXTUAL:
@@ -110,7 +112,7 @@ def make_policy(name: str, *, dim: int = 1024, seed: int = 0, **config: Any) -> 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
     """Rebuild any shipped policy from its ``to_dict()``."""
-    name = data.get("policy")
+    name = str(data.get("policy"))
     if name not in POLICIES:
         raise InvalidInputError(
             f"unknown policy {name!r} in saved state; expected one of {sorted(POLICIES)}"
@@ -154,11 +156,11 @@ class SharedPolicyState(Protocol):
     whole shared state into the local policy.
     """
 
-    def apply(self, policy: Policy, context: Context, arm: int, tool: str, reward: float) -> None:
-        ...
+    def apply(
+        self, policy: Policy, context: Context, arm: int, tool: str, reward: float
+    ) -> None: ...
 
-    def pull(self, policy: Policy, tools: Sequence[str]) -> None:
-        ...
+    def pull(self, policy: Policy, tools: Sequence[str]) -> None: ...
 
 
 class ToolSelector:
@@ -189,7 +191,8 @@ class ToolSelector:
         if hasattr(policy, "dim") and policy.dim != self.featurizer.dim:
             raise ConfigError(
                 f"policy {policy.name!r} has dim {policy.dim} but the featurizer has dim "
-                f"{self.featurizer.dim}; build the policy with make_policy(..., dim={self.featurizer.dim})"
+                f"{self.featurizer.dim}; build the policy with "
+                f"make_policy(..., dim={self.featurizer.dim})"
             )
         self.name = name or policy.name
         self.shared = shared
@@ -317,13 +320,20 @@ class ToolSelector:
     # --- statistics and export ----------------------------------------------------------------
 
     def stats(self, top_k: int = 3) -> dict[str, Any]:
-        """Total updates, counts and mean reward per (keyword category, tool), top tools, epsilon."""
+        """Total updates; counts, mean reward and top tools per keyword category; epsilon."""
         with self._lock:
             per_context: dict[str, Any] = {}
             for category, row in sorted(self._stats.items()):
-                counts = {t: int(row[0, i]) for i, t in enumerate(self._tools[: row.shape[1]]) if row[0, i]}
-                means = {t: float(row[1, i] / row[0, i])
-                         for i, t in enumerate(self._tools[: row.shape[1]]) if row[0, i]}
+                counts = {
+                    t: int(row[0, i])
+                    for i, t in enumerate(self._tools[: row.shape[1]])
+                    if row[0, i]
+                }
+                means = {
+                    t: float(row[1, i] / row[0, i])
+                    for i, t in enumerate(self._tools[: row.shape[1]])
+                    if row[0, i]
+                }
                 top = sorted(means, key=lambda t: (-means[t], -counts[t], t))[:top_k]
                 per_context[category] = {"counts": counts, "mean_reward": means, "top_tools": top}
             return {
@@ -368,8 +378,14 @@ class ToolSelector:
         if featurizer is None:
             spec = data.get("featurizer")
             featurizer = make_featurizer(spec) if spec else default_featurizer(policy.name)
-        selector = cls(policy, featurizer=featurizer, tools=data.get("tools", ()),
-                       seed=int(data.get("seed", 0)), name=data.get("name"), shared=shared)
+        selector = cls(
+            policy,
+            featurizer=featurizer,
+            tools=data.get("tools", ()),
+            seed=int(data.get("seed", 0)),
+            name=data.get("name"),
+            shared=shared,
+        )
         for key, rows in data.get("stats", {}).items():
             selector._stats[key] = np.asarray(rows, dtype=np.float64)
         return selector

@@ -66,8 +66,9 @@ class StorePolicyState:
         """
         data: dict[str, Any] = selector.to_dict()
         expected = None if force else (self.revision or 0)
-        document = self.store.put_document(BANDIT_COLLECTION, self.name, data,
-                                           expected_revision=expected)
+        document = self.store.put_document(
+            BANDIT_COLLECTION, self.name, data, expected_revision=expected
+        )
         self.revision = document.revision
         logger.debug("saved bandit policy %s at revision %d", self.name, document.revision)
         return document

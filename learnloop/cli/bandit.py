@@ -12,13 +12,21 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("bandit", help="tool-selection policies: evaluate on logs")
     commands = parser.add_subparsers(dest="bandit_command", metavar="COMMAND", required=True)
     evaluate = commands.add_parser(
-        "evaluate", help="estimate a policy's value on logged choices (IPS, SNIPS, DR)",
+        "evaluate",
+        help="estimate a policy's value on logged choices (IPS, SNIPS, DR)",
         description="Estimate what a policy would have earned on the choices logged in the "
-        "store (steps whose state has a propensity), with 95%% intervals.")
-    evaluate.add_argument("--policy", required=True,
-                          help="learned_policy.json, or a policy name (untrained, e.g. ucb1)")
-    evaluate.add_argument("--since", default=None,
-                          help="only episodes started at/after this ISO date-time or Unix time")
+        "store (steps whose state has a propensity), with 95%% intervals.",
+    )
+    evaluate.add_argument(
+        "--policy",
+        required=True,
+        help="learned_policy.json, or a policy name (untrained, e.g. ucb1)",
+    )
+    evaluate.add_argument(
+        "--since",
+        default=None,
+        help="only episodes started at/after this ISO date-time or Unix time",
+    )
     evaluate.add_argument("--store", default=None, help="store URL (default: $LEARNLOOP_STORE)")
     evaluate.add_argument("--agent-id", default=None, help="only this agent's episodes")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -40,8 +48,10 @@ def parse_since(value: str | None) -> float | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(f"--since {value!r} is neither a Unix time nor an ISO date-time; "
-                          "e.g. 2026-01-31 or 2026-01-31T12:00:00+00:00") from None
+        raise ConfigError(
+            f"--since {value!r} is neither a Unix time nor an ISO date-time; "
+            "e.g. 2026-01-31 or 2026-01-31T12:00:00+00:00"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
@@ -66,8 +76,10 @@ def open_existing_store(url: str | None, flag: str = "--store") -> Any:
     elif "://" not in resolved:
         path = resolved
     if path and path != ":memory:" and not os.path.exists(path):
-        raise StoreError(f"store {resolved!r} does not exist; pass {flag} with the store that "
-                         "holds the logged choices")
+        raise StoreError(
+            f"store {resolved!r} does not exist; pass {flag} with the store that "
+            "holds the logged choices"
+        )
     return open_store(resolved)
 
 
@@ -80,9 +92,11 @@ def no_logs_message(url: str | None, since: str | None = None, agent_id: str | N
         where += f" since {since}"
     if agent_id:
         where += f" for agent {agent_id!r}"
-    return (f"no logged tool choices in {where}: a choice is a step with a tool and a state "
-            "holding 'propensity' and 'candidates'; record some with 'learnloop train bandit "
-            "--store URL' or a ToolAgent with a recorder, or widen --since/--agent-id")
+    return (
+        f"no logged tool choices in {where}: a choice is a step with a tool and a state "
+        "holding 'propensity' and 'candidates'; record some with 'learnloop train bandit "
+        "--store URL' or a ToolAgent with a recorder, or widen --since/--agent-id"
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -101,8 +115,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         featurizer = default_featurizer(args.policy)
         selector = ToolSelector(make_policy(args.policy, dim=featurizer.dim), featurizer=featurizer)
     else:
-        raise ConfigError(f"--policy {args.policy!r} is neither a file nor a policy name "
-                          f"({sorted(POLICIES)})")
+        raise ConfigError(
+            f"--policy {args.policy!r} is neither a file nor a policy name ({sorted(POLICIES)})"
+        )
     since = parse_since(args.since)
     store = open_existing_store(args.store)
     try:
@@ -118,8 +133,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
-    print(f"{result.num_logs} logged choices; logging policy earned {result.logged_value:.4f}; "
-          f"effective sample size {result.effective_sample_size:.1f}")
+    print(
+        f"{result.num_logs} logged choices; logging policy earned {result.logged_value:.4f}; "
+        f"effective sample size {result.effective_sample_size:.1f}"
+    )
     for name, est in (("IPS", result.ips), ("SNIPS", result.snips), ("DR", result.dr)):
         print(f"{name:6s} {est.value:.4f}  95% CI [{est.low:.4f}, {est.high:.4f}]")
     return 0

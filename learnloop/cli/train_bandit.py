@@ -11,23 +11,41 @@ from typing import Any
 
 __all__ = ["add_parser", "run"]
 
-POLICY_CHOICES = ("epsilon_greedy_keyword", "epsilon_greedy", "ucb1", "thompson", "linucb",
-                  "squarecb", "linear_thompson")
+POLICY_CHOICES = (
+    "epsilon_greedy_keyword",
+    "epsilon_greedy",
+    "ucb1",
+    "thompson",
+    "linucb",
+    "squarecb",
+    "linear_thompson",
+)
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "bandit", help="learn which tool to call for a task (contextual bandit)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", default="linear_thompson", choices=POLICY_CHOICES,
-                        help="learner (default: linear_thompson)")
+        "bandit",
+        help="learn which tool to call for a task (contextual bandit)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--policy",
+        default="linear_thompson",
+        choices=POLICY_CHOICES,
+        help="learner (default: linear_thompson)",
+    )
     parser.add_argument("--decisions", type=int, default=5000, help="tool decisions to learn from")
     parser.add_argument("--seed", type=int, default=0, help="seed of the suite and the learner")
     parser.add_argument("--output-dir", default=".", help="where learned_policy.json is written")
-    parser.add_argument("--store", default=None,
-                        help="store URL: record every choice (with its propensity) there")
-    parser.add_argument("--from-store", default=None,
-                        help="learn from the choices logged in this store instead of the suite")
+    parser.add_argument(
+        "--store", default=None, help="store URL: record every choice (with its propensity) there"
+    )
+    parser.add_argument(
+        "--from-store",
+        default=None,
+        help="learn from the choices logged in this store instead of the suite",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
 
@@ -38,7 +56,9 @@ def heldout_success(selector: Any, suite: Any) -> float:
     for task in suite.heldout_tasks:
         for sub in task.subtasks:
             probabilities = selector.probabilities(sub.text)
-            total += sum(p * suite.success_probability(sub, tool) for tool, p in probabilities.items())
+            total += sum(
+                p * suite.success_probability(sub, tool) for tool, p in probabilities.items()
+            )
             count += 1
     return total / max(count, 1)
 
@@ -62,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     featurizer = default_featurizer(args.policy)
 
     def fresh() -> ToolSelector:
-        return ToolSelector(make_policy(args.policy, dim=featurizer.dim, seed=args.seed),
-                            featurizer=featurizer, tools=suite.tools, seed=args.seed, name=args.policy)
+        return ToolSelector(
+            make_policy(args.policy, dim=featurizer.dim, seed=args.seed),
+            featurizer=featurizer,
+            tools=suite.tools,
+            seed=args.seed,
+            name=args.policy,
+        )
 
     before = heldout_success(fresh(), suite)
     selector = fresh()
@@ -94,9 +119,14 @@ def run(args: argparse.Namespace) -> int:
                     selector.add_tool(tool)
                 choice = selector.choose(log.task, log.candidates)
                 # replay: learn the logged tool's reward (not the new choice's)
-                replay = type(choice)(tool=log.tool, context=choice.context, propensity=log.propensity,
-                                      policy_version=choice.policy_version, candidates=log.candidates,
-                                      arm=selector.tools.index(log.tool))
+                replay = type(choice)(
+                    tool=log.tool,
+                    context=choice.context,
+                    propensity=log.propensity,
+                    policy_version=choice.policy_version,
+                    candidates=log.candidates,
+                    arm=selector.tools.index(log.tool),
+                )
                 selector.update(replay, log.reward)
             learned_from = f"{len(logs)} logged choices"
         else:
@@ -105,16 +135,26 @@ def run(args: argparse.Namespace) -> int:
                 task = suite.train_tasks[int(rng.integers(len(suite.train_tasks)))]
                 for sub in task.subtasks[: args.decisions - decisions]:
                     choice = selector.choose(sub.text)
-                    result = suite.execute(sub, choice.tool, rng)
-                    reward = 1.0 if result.success else 0.0
+                    outcome = suite.execute(sub, choice.tool, rng)
+                    reward = 1.0 if outcome.success else 0.0
                     selector.update(choice, reward)
                     if recorder is not None:
-                        eid = recorder.begin(sub.text, agent_id=f"bandit-{args.policy}", kind="tool_call",
-                                             versions={"policy": choice.policy_version})
-                        recorder.step(eid, f"call {choice.tool}", tool=choice.tool,
-                                      state={**choice.log_state(), "task": sub.text},
-                                      reward=reward, success=result.success, duration_s=result.duration_s)
-                        recorder.complete(eid, status="success" if result.success else "failure")
+                        eid = recorder.begin(
+                            sub.text,
+                            agent_id=f"bandit-{args.policy}",
+                            kind="tool_call",
+                            versions={"policy": choice.policy_version},
+                        )
+                        recorder.step(
+                            eid,
+                            f"call {choice.tool}",
+                            tool=choice.tool,
+                            state={**choice.log_state(), "task": sub.text},
+                            reward=reward,
+                            success=outcome.success,
+                            duration_s=outcome.duration_s,
+                        )
+                        recorder.complete(eid, status="success" if outcome.success else "failure")
                     decisions += 1
     finally:
         if recorder is not None:
@@ -125,9 +165,15 @@ def run(args: argparse.Namespace) -> int:
     path = os.path.join(args.output_dir, "learned_policy.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(selector.to_dict(), fh)
-    result = {"policy": args.policy, "learned_from": learned_from, "updates": selector.num_updates,
-              "heldout_success_before": before, "heldout_success_after": after, "output": path,
-              "reward": "suite success (1/0)"}
+    result = {
+        "policy": args.policy,
+        "learned_from": learned_from,
+        "updates": selector.num_updates,
+        "heldout_success_before": before,
+        "heldout_success_after": after,
+        "output": path,
+        "reward": "suite success (1/0)",
+    }
     if args.json:
         print(json.dumps(result))
     else:

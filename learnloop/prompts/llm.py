@@ -46,9 +46,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from learnloop.errors import (
+    BudgetExceededError,
     ConfigError,
     InvalidInputError,
-    LearnloopError,
     LLMError,
     LLMTimeoutError,
     RateLimitError,
@@ -83,19 +83,6 @@ API_KEY_ENV_VARS: tuple[str, ...] = ("LEARNLOOP_LLM_API_KEY", "OPENAI_API_KEY")
 
 Role = Literal["system", "user", "assistant"]
 _ROLES = frozenset({"system", "user", "assistant"})
-
-
-class BudgetExceededError(LearnloopError):
-    """A usage budget (calls, tokens or dollars) is spent.
-
-    Not an :class:`~learnloop.errors.LLMError`: code that records a failed model
-    call as a failed step must not swallow it; running out of budget ends the run.
-    When raised after a call, the call's response is kept in :attr:`response`.
-    """
-
-    def __init__(self, message: str, response: ChatResponse | None = None) -> None:
-        super().__init__(message)
-        self.response = response
 
 
 def system_message(content: str) -> Mapping[str, str]:
@@ -392,7 +379,8 @@ class OpenAICompatibleClient:
     """An :class:`LLMClient` for OpenAI-compatible servers, on the official ``openai`` SDK.
 
     The API key is ``api_key`` if given, else the first of :data:`API_KEY_ENV_VARS`
-    set, else (for a loopback server, which needs none) a placeholder. ``grammar``
+    set, else (for a loopback server, which needs none) a placeholder. A loopback
+    server is reached without the proxy of ``$http_proxy``. ``grammar``
     goes to the server as ``extra_body={"grammar": ...}`` (llama.cpp), ``json_schema``
     as ``response_format``.
     """
@@ -431,6 +419,12 @@ class OpenAICompatibleClient:
             api_key=key,
             timeout=config.timeout_s,
             max_retries=config.max_retries,
+            # a loopback server is reached directly, whatever $http_proxy says
+            http_client=(
+                openai.DefaultHttpxClient(trust_env=False)
+                if _is_loopback(config.base_url)
+                else None
+            ),
         )
 
     def complete(self, request: ChatRequest) -> ChatResponse:
@@ -521,6 +515,12 @@ class OpenAICompatibleClient:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._sdk.close()
+
+    def __enter__(self) -> OpenAICompatibleClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleClient({self.config.base_url!r}, model={self.config.model!r})"

@@ -185,8 +185,13 @@ class LocalModelServer:
                     "the embedded model server needs xllamacpp: pip install 'learnloop[local]'"
                 )
             model_path = self.config.model_path or str(find_smollm2_gguf())
-            settings = {**asdict(self.config), "model_path": model_path}
             self._log_path = self._open_log_path()
+            settings = {
+                **asdict(self.config),
+                "model_path": model_path,
+                # a temporary log dies with the child, even when the parent was killed
+                "remove_log": "" if self.config.log_path else str(self._log_path),
+            }
             # the child must import this very learnloop, even one found through sys.path only
             source_root = str(Path(learnloop.__file__).resolve().parents[1])
             path = os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))
@@ -241,9 +246,10 @@ class LocalModelServer:
                 buffer += chunk
         line = buffer.decode().split(_READY, 1)[1].splitlines()[0]
         base_url = str(json.loads(line)["base_url"]).rstrip("/")
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
         while True:
             try:
-                with urllib.request.urlopen(base_url + "/health", timeout=2.0) as answer:
+                with direct.open(base_url + "/health", timeout=2.0) as answer:
                     if answer.status == 200:
                         return base_url
             except (urllib.error.URLError, OSError):
@@ -398,18 +404,25 @@ def open_llm_client(
 # -------------------------------------------------------------------- the child
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _remove_log(settings: dict[str, Any]) -> None:
+    if settings["remove_log"]:
+        Path(settings["remove_log"]).unlink(missing_ok=True)
+
+
+def _watch_parent(parent_pid: int, settings: dict[str, Any]) -> None:
     """Exit at once when re-parented: the parent died and the stdin pipe stayed open."""
     while os.getppid() == parent_pid:
         time.sleep(_PARENT_POLL_S)
+    _remove_log(settings)
     os._exit(0)
 
 
 def _serve(settings: dict[str, Any], parent_pid: int) -> None:
     """Child process: serve the model until stdin closes or the parent dies."""
     if os.getppid() != parent_pid:
+        _remove_log(settings)
         return
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent_pid, settings), daemon=True).start()
     import xllamacpp  # type: ignore[import-untyped]
 
     params = xllamacpp.CommonParams()
@@ -427,3 +440,4 @@ def _serve(settings: dict[str, Any], parent_pid: int) -> None:
     sys.stdout.flush()
     sys.stdin.buffer.read()  # returns at end-of-file: stop() closed it, or the parent died
     del server
+    _remove_log(settings)

@@ -13,9 +13,11 @@ Choices, and why:
   without loss, and is cheaper to write (validated, not converted). Queries still
   reach inside it: filters compare ``(body->'metadata'->'key')::jsonb`` with the
   JSON-encoded value, so ``1`` matches ``1.0`` and ``true`` matches only ``true``.
-* **Text columns cannot hold NUL.** The indexed copies of id, agent, kind and task
-  have ``"\\x00"`` replaced by ``"\\ufffd"`` (lookups do the same); the JSON body keeps
-  the original. Document collections and keys containing NUL are refused.
+* **PostgreSQL text cannot hold NUL** (``"\\x00"``), and one ``"\\u0000"`` anywhere in
+  a ``JSON`` value makes every ``->`` on that value fail. So every NUL in an episode
+  (columns and body) or a document's data is stored as U+FFFD (``"\\ufffd"``) and a
+  warning is logged once per store; filters and lookups map NUL the same way.
+  Document collections and keys containing NUL are refused.
 * **Batched writes** are pipelined ``INSERT ... ON CONFLICT (id) DO UPDATE``
   statements (psycopg's ``executemany``), one transaction per batch: as fast as
   ``COPY`` straight into the table and upserts by id natively; ``COPY`` through a
@@ -68,7 +70,8 @@ try:
     import psycopg_pool
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError(
-        f"the PostgreSQL store needs the 'postgres' extra: pip install 'learnloop[postgres]' ({exc})"
+        "the PostgreSQL store needs the 'postgres' extra: "
+        f"pip install 'learnloop[postgres]' ({exc})"
     ) from exc
 
 if TYPE_CHECKING:
@@ -85,6 +88,7 @@ Compression = Literal["lz4", "pglz"]
 #: Key of the advisory lock that serializes migrations (crc32 of "learnloop.schema").
 _MIGRATION_LOCK = zlib.crc32(b"learnloop.schema")
 _JSONB = re.compile(r"\bJSONB\b")
+_NUL_ESCAPE = re.compile(r"(\\+)u0000")
 _COLUMNS = (
     "id, agent_id, kind, status, parent_id, task, started_at, ended_at, total_reward, "
     "num_steps, body"
@@ -92,7 +96,7 @@ _COLUMNS = (
 _TEXT_COLUMNS = (0, 1, 2, 3, 4, 5)  # positions in an episode_row that are TEXT columns
 
 
-def render_postgres(statement: str) -> str:
+def _render(statement: str) -> str:
     """A shared migration statement for PostgreSQL, with JSON (not JSONB) bodies.
 
     See the module docstring for why bodies are ``JSON``.
@@ -107,11 +111,29 @@ def _column_text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd")
 
 
+def _json_text(text: str) -> str:
+    """JSON ``text`` with every ``\\u0000`` escape replaced by U+FFFD.
+
+    An odd run of backslashes before ``u0000`` is an escape; an even run is escaped
+    backslashes followed by the plain letters ``u0000``, which stay.
+    """
+    if "\\u0000" not in text:
+        return text
+    return _NUL_ESCAPE.sub(
+        lambda m: m[1][:-1] + "\ufffd" if len(m[1]) % 2 else m[0],
+        text,
+    )
+
+
+def _has_nul(row: tuple[Any, ...]) -> bool:
+    return "\\u0000" in row[10] or any(
+        row[i] is not None and "\x00" in row[i] for i in _TEXT_COLUMNS
+    )
+
+
 def _column_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An :func:`episode_row` whose TEXT columns PostgreSQL accepts."""
-    if not any(row[i] is not None and "\x00" in row[i] for i in _TEXT_COLUMNS):
-        return row
-    return tuple(_column_text(v) if i in _TEXT_COLUMNS else v for i, v in enumerate(row))
+    """An :func:`episode_row` PostgreSQL accepts: NUL replaced by U+FFFD throughout."""
+    return (*(_column_text(row[i]) for i in _TEXT_COLUMNS), *row[6:10], _json_text(row[10]))
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -178,6 +200,7 @@ class PostgresStore:
         self._url = url
         self._write_method: WriteMethod = write_method
         self._closed = False
+        self._warned_nul = False
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=min_connections,
@@ -222,6 +245,8 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield conn
+        except psycopg_pool.PoolClosed:
+            raise ClosedError(f"store {_safe_url(self._url)} is closed; open a new one") from None
         except psycopg_pool.PoolTimeout as exc:
             raise StoreError(
                 f"no PostgreSQL connection free in {_safe_url(self._url)} ({exc}); raise "
@@ -253,14 +278,16 @@ class PostgresStore:
                         _safe_url(self._url),
                     )
                     for statement in migration.statements:
-                        conn.execute(render_postgres(statement))  # type: ignore[call-overload]
+                        conn.execute(_render(statement))
                     conn.execute(
                         "INSERT INTO schema_version (version) VALUES (%s)", (migration.version,)
                     )
 
     def _check_compression(self, compression: Compression) -> None:
         with self._connection() as conn:
-            row = conn.execute("SELECT current_setting('default_toast_compression', true)").fetchone()
+            row = conn.execute(
+                "SELECT current_setting('default_toast_compression', true)"
+            ).fetchone()
         if row is None or row[0] != compression:
             logger.warning(
                 "PostgreSQL at %s cannot compress with %s (setting is %r); large episodes "
@@ -300,7 +327,10 @@ class PostgresStore:
         """
         if not rows:
             return
-        by_id = {row[0]: _column_row(row) for row in rows}
+        by_id = {row[0]: row for row in rows}
+        if any(_has_nul(row) for row in rows):
+            self._warn_nul()
+            by_id = {key: _column_row(row) for key, row in by_id.items()}
         unique = list(by_id.values())
         with self._connection() as conn:
             if self._write_method == "executemany":
@@ -308,6 +338,14 @@ class PostgresStore:
                     cur.executemany(_UPSERT_EPISODE, unique)
             else:
                 self._copy_rows(conn, unique)
+
+    def _warn_nul(self) -> None:
+        if not self._warned_nul:
+            self._warned_nul = True
+            logger.warning(
+                "PostgreSQL cannot store NUL characters; storing them as U+FFFD in %s",
+                _safe_url(self._url),
+            )
 
     @staticmethod
     def _copy_rows(conn: Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
@@ -373,7 +411,7 @@ class PostgresStore:
             sql += " OFFSET %s"
             params.append(query.offset)
         with self._connection() as conn:
-            rows = conn.execute(sql, params).fetchall()  # type: ignore[call-overload]
+            rows = conn.execute(sql, params).fetchall()
         return [Episode.from_dict(orjson.loads(r[0])) for r in rows]
 
     def iter_episodes(
@@ -399,7 +437,7 @@ class PostgresStore:
                 f"ORDER BY started_at {order}, id {order} LIMIT %s"
             )
             with self._connection() as conn:
-                rows = conn.execute(sql, [*page_params, page_size]).fetchall()  # type: ignore[call-overload]
+                rows = conn.execute(sql, [*page_params, page_size]).fetchall()
             if not rows:
                 return
             cursor = (rows[-1][0], rows[-1][1])
@@ -416,7 +454,7 @@ class PostgresStore:
     def count_episodes(self, query: EpisodeQuery = EpisodeQuery()) -> int:
         where, params = self._where(query)
         with self._connection() as conn:
-            row = conn.execute(f"SELECT COUNT(*) FROM episodes{where}", params).fetchone()  # type: ignore[call-overload]
+            row = conn.execute(f"SELECT COUNT(*) FROM episodes{where}", params).fetchone()
         return int(row[0]) if row else 0
 
     def delete_episodes(self, episode_ids: Sequence[str]) -> int:
@@ -467,6 +505,9 @@ class PostgresStore:
                 f"expected_revision must be None or an integer >= 0, got {expected_revision!r}"
             )
         body = dump_json(dict(data))
+        if "\\u0000" in body:
+            self._warn_nul()
+            body = _json_text(body)
         now = time.time()
         with self._connection() as conn:
             if expected_revision is None:
@@ -534,7 +575,7 @@ class PostgresStore:
             sql += " LIMIT %s"
             params.append(limit)
         with self._connection() as conn:
-            rows = conn.execute(sql, params).fetchall()  # type: ignore[call-overload]
+            rows = conn.execute(sql, params).fetchall()
         return [Document(collection, r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
 
     def delete_document(
@@ -543,9 +584,7 @@ class PostgresStore:
         ids = (_check_name("collection", collection), _check_name("key", key))
         with self._connection() as conn:
             if expected_revision is None:
-                cur = conn.execute(
-                    "DELETE FROM documents WHERE collection = %s AND key = %s", ids
-                )
+                cur = conn.execute("DELETE FROM documents WHERE collection = %s AND key = %s", ids)
                 return cur.rowcount > 0
             if expected_revision > 0:
                 cur = conn.execute(
@@ -567,7 +606,7 @@ def _compression_setter(compression: Compression) -> Callable[[Connection[Any]],
 
     def configure(conn: Connection[Any]) -> None:
         try:
-            conn.execute(f"SET default_toast_compression = '{compression}'")  # type: ignore[arg-type]
+            conn.execute(f"SET default_toast_compression = '{compression}'")
             conn.commit()
         except psycopg.Error as exc:  # a server built without lz4, or before 14
             conn.rollback()
@@ -576,14 +615,12 @@ def _compression_setter(compression: Compression) -> Callable[[Connection[Any]],
     return configure
 
 
-def _json_field_clause(
-    column: str, name: str, value: DocumentFilterValue
-) -> tuple[str, list[Any]]:
+def _json_field_clause(column: str, name: str, value: DocumentFilterValue) -> tuple[str, list[Any]]:
     """``column->name`` equals ``value`` as JSON (a missing field counts as null)."""
     check_field_name(name)
     if value is None:
         return f"COALESCE(({column}->%s)::jsonb, 'null'::jsonb) = 'null'::jsonb", [name]
-    return f"({column}->%s)::jsonb = %s::jsonb", [name, dump_json(value)]
+    return f"({column}->%s)::jsonb = %s::jsonb", [name, _json_text(dump_json(value))]
 
 
 _UPDATE_EPISODE = (

@@ -144,6 +144,8 @@ class GRPOConfig:
     """Clip range of the probability ratio."""
     kl_coef: float = 0.0
     """Weight beta of the KL penalty to the reference (initial) policy; 0 turns it off."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (keeps sampling diverse enough for groups to differ)."""
     advantage: Literal["outcome", "process"] = "outcome"
     """'outcome': normalized episode reward on each step; 'process': normalized rewards to go."""
     max_grad_norm: float = 0.5
@@ -171,8 +173,11 @@ class GRPOConfig:
             )
         if not 0.0 < self.clip_eps < 1.0:
             raise ConfigError(f"GRPOConfig.clip_eps must lie in (0, 1), got {self.clip_eps!r}")
-        if self.kl_coef < 0:
-            raise ConfigError(f"GRPOConfig.kl_coef must be >= 0, got {self.kl_coef!r}")
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            raise ConfigError(
+                "GRPOConfig.kl_coef and entropy_coef must be >= 0, got "
+                f"{self.kl_coef!r} and {self.entropy_coef!r}"
+            )
         if self.advantage not in ("outcome", "process"):
             raise ConfigError(
                 f"GRPOConfig.advantage must be 'outcome' or 'process', got {self.advantage!r}"

@@ -33,7 +33,7 @@ import torch
 from learnloop.credit import discounted_returns, group_normalize
 from learnloop.errors import ConfigError
 from learnloop.train.config import GRPOConfig, linear_schedule
-from learnloop.train.losses import approx_kl, clip_fraction, grpo_loss
+from learnloop.train.losses import approx_kl, clip_fraction, entropy_loss, grpo_loss
 from learnloop.train.policies import MLPPolicy
 from learnloop.train.rollout import EpisodeSummary, RolloutBatch, RolloutCollector
 
@@ -152,6 +152,8 @@ def grpo_update(
                 ref_log_prob=None if ref_log_probs is None else ref_log_probs[idx],
                 kl_coef=config.kl_coef,
             )
+            if config.entropy_coef > 0.0:
+                loss = loss + config.entropy_coef * entropy_loss(entropy)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)

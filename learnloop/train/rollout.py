@@ -1,10 +1,14 @@
 """Rollout collection: N environments stepped concurrently, one batched forward pass.
 
 The :class:`RolloutCollector` holds N Gymnasium environments and advances them in
-lockstep: at each tick it encodes the N observations, asks the policy for N
-actions in one forward pass, and steps every environment (inline, or on a thread
-pool when ``step_workers > 0`` for environments that wait on I/O). So 8 attempts
-take about as long as one plus the batching overhead, not 8 times as long.
+lockstep: at each tick it asks the policy for N actions in one forward pass over
+the N observations, and steps every environment (inline, or on a thread pool when
+``step_workers > 0`` for environments that wait on I/O). Observations are written
+straight into the batch's preallocated arrays, so the collector adds little per
+step beyond the environments' own time. The policy cost is shared: N attempts
+call the policy as often as one does. Stepping costs N times one step when steps
+are Python compute (inline); when steps wait on I/O (a tool calling a service),
+the thread pool overlaps them and N attempts take about as long as one.
 
 Two modes:
 
@@ -76,9 +80,23 @@ class ObservationEncoder:
         self._box = isinstance(space, gym.spaces.Box)
 
     def __call__(self, obs: Any) -> np.ndarray:
+        """The observation as a new float32 vector of length ``dim``."""
+        out = np.empty(self.dim, np.float32)
+        self.encode_into(obs, out)
+        return out
+
+    def encode_into(self, obs: Any, out: np.ndarray) -> None:
+        """Write the observation into ``out`` (a float32 row of length ``dim``), no copy kept."""
         if self._box:
-            return np.asarray(obs, dtype=np.float32).reshape(-1)
-        return np.asarray(gym.spaces.flatten(self.space, obs), dtype=np.float32)
+            flat = np.reshape(obs, -1)
+        else:
+            flat = gym.spaces.flatten(self.space, obs)
+        if flat.shape[0] != self.dim:
+            raise InvalidInputError(
+                f"observation has {flat.shape[0]} values, the space {self.space!r} has "
+                f"{self.dim}; the environment must return observations of its space"
+            )
+        out[...] = flat
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,16 +168,92 @@ class RolloutBatch:
 
 @dataclass(slots=True)
 class _Slot:
-    """What the collector tracks for one environment between ticks."""
+    """What the collector tracks for one environment's episode between ticks."""
 
-    obs: np.ndarray
-    mask: np.ndarray
     info: dict[str, Any]
     total_reward: float = 0.0
     length: int = 0
     num_correct: int = 0
     num_decisions: int = 0
     episode_id: Any = None
+
+
+class _Ticks:
+    """The arrays of a rollout under construction, written in place tick by tick.
+
+    Row ``t`` of ``obs``/``masks`` is what the policy sees at tick ``t``; stepping
+    environment i writes its next observation straight into row ``t + 1``, so no
+    per-tick stacking or copying is needed. Grows by doubling when an episode runs
+    past the capacity.
+    """
+
+    def __init__(self, capacity: int, n: int, d: int, a: int, *, all_valid: bool) -> None:
+        self.capacity = capacity
+        self.obs = np.zeros((capacity + 1, n, d), np.float32)
+        self.masks = np.ones((capacity + 1, n, a), np.int8)
+        self.actions = np.zeros((capacity, n), np.int64)
+        self.log_probs = np.zeros((capacity, n), np.float32)
+        self.values = np.zeros((capacity, n), np.float32)
+        self.rewards = np.zeros((capacity, n), np.float64)
+        self.dones = np.zeros((capacity, n), np.float64)
+        self.terminated = np.zeros((capacity, n), np.float64)
+        self.truncated_values = np.zeros((capacity, n), np.float64)
+        self.valid = np.full((capacity, n), all_valid, bool)
+        #: (tick, env, info["reward_components"]) of every step that reported them.
+        self.components: list[tuple[int, int, Mapping[str, float]]] = []
+        #: env -> encoded final observation of episodes truncated at the current tick.
+        self.truncated_obs: dict[int, np.ndarray] = {}
+
+    def grow(self, capacity: int) -> None:
+        """Enlarge to ``capacity`` ticks, keeping what was written."""
+        for name in ("obs", "masks"):
+            old = getattr(self, name)
+            new = np.zeros((capacity + 1, *old.shape[1:]), old.dtype)
+            if name == "masks":
+                new[:] = 1
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+        for name in (
+            "actions",
+            "log_probs",
+            "values",
+            "rewards",
+            "dones",
+            "terminated",
+            "truncated_values",
+            "valid",
+        ):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+        self.capacity = capacity
+
+    def to_batch(self, num_ticks: int, episodes: list[EpisodeSummary]) -> RolloutBatch:
+        """The first ``num_ticks`` ticks as a :class:`RolloutBatch` (views, not copies)."""
+        n = self.rewards.shape[1]
+        components: dict[str, np.ndarray] = {}
+        for t, i, values in self.components:
+            for name, value in values.items():
+                column = components.get(name)
+                if column is None:
+                    column = components[name] = np.zeros((num_ticks, n), np.float64)
+                column[t, i] = float(value)
+        return RolloutBatch(
+            obs=self.obs[:num_ticks],
+            actions=self.actions[:num_ticks],
+            log_probs=self.log_probs[:num_ticks],
+            values=self.values[:num_ticks],
+            rewards=self.rewards[:num_ticks],
+            dones=self.dones[:num_ticks],
+            terminated=self.terminated[:num_ticks],
+            truncated_values=self.truncated_values[:num_ticks],
+            action_masks=self.masks[:num_ticks],
+            valid=self.valid[:num_ticks],
+            reward_components=components,
+            last_values=np.zeros(n, np.float32),
+            episodes=episodes,
+        )
 
 
 def _success_of(info: Mapping[str, Any]) -> bool | None:
@@ -208,6 +302,9 @@ class RolloutCollector:
         self.agent_id = agent_id
         self._pool = ThreadPoolExecutor(step_workers) if step_workers > 0 else None
         self._slots: list[_Slot] | None = None
+        # Observation and mask of each environment between collect_steps calls.
+        self._obs = np.zeros((self.num_envs, self.encoder.dim), np.float32)
+        self._masks = np.ones((self.num_envs, self.num_actions), np.int8)
         self._env_name = getattr(envs[0].spec, "id", None) or type(envs[0].unwrapped).__name__
         if recorder is not None and any(
             getattr(env.unwrapped, "recorder", None) is not None for env in self.envs
@@ -238,23 +335,33 @@ class RolloutCollector:
 
     # --- per-environment helpers -----------------------------------------------------
 
-    def _mask_of(self, info: Mapping[str, Any]) -> np.ndarray:
+    def _write_mask(self, info: Mapping[str, Any], out: np.ndarray) -> None:
         mask = info.get("action_mask")
         if mask is None:
-            return np.ones(self.num_actions, dtype=np.int8)
-        mask = np.asarray(mask, dtype=np.int8).reshape(-1)
-        if mask.shape[0] != self.num_actions:
+            out[...] = 1
+            return
+        mask = np.asarray(mask)
+        if mask.size != self.num_actions:
             raise InvalidInputError(
-                f"info['action_mask'] has {mask.shape[0]} entries for {self.num_actions} "
+                f"info['action_mask'] has {mask.size} entries for {self.num_actions} "
                 "actions; the environment must give one flag per action"
             )
-        return mask
+        out[...] = mask.reshape(-1)
 
     def _reset(
-        self, i: int, *, seed: int | None = None, options: Mapping[str, Any] | None = None
+        self,
+        i: int,
+        obs_out: np.ndarray,
+        mask_out: np.ndarray,
+        *,
+        seed: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> _Slot:
+        """Reset env i, writing its first observation and mask into the given rows."""
         obs, info = self.envs[i].reset(seed=seed, options=dict(options) if options else None)
-        return _Slot(obs=self.encoder(obs), mask=self._mask_of(info), info=dict(info))
+        self.encoder.encode_into(obs, obs_out)
+        self._write_mask(info, mask_out)
+        return _Slot(info=info)
 
     def _task_of(self, slot: _Slot) -> str:
         return str(slot.info.get("task_text") or self._env_name)
@@ -277,14 +384,13 @@ class RolloutCollector:
             return None, 0.0, True, False, {}, f"{type(exc).__name__}: {exc}"
         reward = float(reward)
         if not math.isfinite(reward):
-            return None, 0.0, True, False, dict(info), f"non-finite reward {reward!r}"
-        return obs, reward, bool(terminated), bool(truncated), dict(info), None
+            return None, 0.0, True, False, info, f"non-finite reward {reward!r}"
+        return obs, reward, bool(terminated), bool(truncated), info, None
 
     def _record_step(
         self, slot: _Slot, action: int, reward: float, info: Mapping[str, Any], error: str | None
     ) -> None:
-        if self.recorder is None:
-            return
+        assert self.recorder is not None
         if slot.episode_id is None:
             slot.episode_id = self.recorder.begin(
                 self._task_of(slot),
@@ -333,10 +439,11 @@ class RolloutCollector:
             episode_id=None if slot.episode_id is None else str(slot.episode_id),
         )
 
-    def _advance(
-        self, i: int, slot: _Slot, action: int
-    ) -> tuple[float, bool, bool, np.ndarray | None, dict[str, Any], EpisodeSummary | None]:
-        """Step env i; returns (reward, done, terminated, final obs if truncated, info, summary)."""
+    def _advance(self, ticks: _Ticks, t: int, i: int, action: int) -> EpisodeSummary | None:
+        """Step env i at tick t, writing into ``ticks``; the summary if its episode ended."""
+        slots = self._slots
+        assert slots is not None
+        slot = slots[i]
         best = slot.info.get("best_tool")
         if best is not None:
             name, _ = self._action_name(slot, action)
@@ -345,30 +452,52 @@ class RolloutCollector:
         obs, reward, terminated, truncated, info, error = self._step_env(i, action)
         slot.total_reward += reward
         slot.length += 1
-        self._record_step(slot, action, reward, info, error)
+        if self.recorder is not None:
+            self._record_step(slot, action, reward, info, error)
+        ticks.rewards[t, i] = reward
+        components = info.get("reward_components")
+        if components:
+            ticks.components.append((t, i, components))
         if error is not None:
             terminated = True
         if terminated or truncated:
-            final_obs = self.encoder(obs) if truncated and not terminated else None
-            return reward, True, terminated, final_obs, info, self._finish(i, slot, info, error)
-        slot.obs, slot.mask, slot.info = self.encoder(obs), self._mask_of(info), info
-        return reward, False, False, None, info, None
+            ticks.dones[t, i] = 1.0
+            if terminated:
+                ticks.terminated[t, i] = 1.0
+            else:
+                final = np.empty(self.encoder.dim, np.float32)
+                self.encoder.encode_into(obs, final)
+                ticks.truncated_obs[i] = final
+            return self._finish(i, slot, info, error)
+        self.encoder.encode_into(obs, ticks.obs[t + 1, i])
+        self._write_mask(info, ticks.masks[t + 1, i])
+        slot.info = info
+        return None
 
     # --- policy calls ----------------------------------------------------------------
 
-    def _policy_step(
-        self,
+    @staticmethod
+    def _act(
         policy: Policy,
-        obs: np.ndarray,
-        masks: np.ndarray,
+        ticks: _Ticks,
+        t: int,
         generator: torch.Generator | None,
         greedy: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> list[int]:
+        """One batched forward pass over row t; stores and returns the actions."""
         out = policy.act(
-            torch.from_numpy(obs), torch.from_numpy(masks), generator=generator, greedy=greedy
+            torch.from_numpy(ticks.obs[t]),
+            torch.from_numpy(ticks.masks[t]),
+            generator=generator,
+            greedy=greedy,
         )
-        values = out.values.numpy() if out.values is not None else np.zeros(len(obs), np.float32)
-        return out.actions.numpy(), out.log_probs.numpy(), values
+        actions = out.actions.numpy()
+        ticks.actions[t] = actions
+        ticks.log_probs[t] = out.log_probs.numpy()
+        if out.values is not None:
+            ticks.values[t] = out.values.numpy()
+        result: list[int] = actions.tolist()
+        return result
 
     @staticmethod
     def _values_of(policy: Policy, obs: np.ndarray) -> np.ndarray:
@@ -379,12 +508,12 @@ class RolloutCollector:
             values = predict(torch.from_numpy(obs))
         return np.zeros(len(obs), np.float32) if values is None else values.numpy()
 
-    def _step_all(self, actions: np.ndarray, active: Sequence[int]) -> list[Any]:
-        slots = self._slots
-        assert slots is not None
+    def _step_all(
+        self, ticks: _Ticks, t: int, actions: list[int], active: Sequence[int]
+    ) -> list[EpisodeSummary | None]:
         if self._pool is None:
-            return [self._advance(i, slots[i], int(actions[i])) for i in active]
-        return list(self._pool.map(lambda i: self._advance(i, slots[i], int(actions[i])), active))
+            return [self._advance(ticks, t, i, actions[i]) for i in active]
+        return list(self._pool.map(lambda i: self._advance(ticks, t, i, actions[i]), active))
 
     # --- the two modes ---------------------------------------------------------------
 
@@ -397,34 +526,31 @@ class RolloutCollector:
         greedy: bool = False,
     ) -> RolloutBatch:
         """Run every environment for ``num_steps`` steps (episodes continue across calls)."""
-        if self._slots is None:
-            self._slots = [self._reset(i, seed=self.seed + i) for i in range(self.num_envs)]
         n, d, a = self.num_envs, self.encoder.dim, self.num_actions
-        batch = _empty_batch(num_steps, n, d, a)
-        everyone = list(range(n))
+        if self._slots is None:
+            self._slots = [
+                self._reset(i, self._obs[i], self._masks[i], seed=self.seed + i)
+                for i in range(n)
+            ]
+        slots = self._slots
+        ticks = _Ticks(num_steps, n, d, a, all_valid=True)
+        ticks.obs[0], ticks.masks[0] = self._obs, self._masks
+        episodes: list[EpisodeSummary] = []
+        everyone = range(n)
         for t in range(num_steps):
-            obs = np.stack([s.obs for s in self._slots])
-            masks = np.stack([s.mask for s in self._slots])
-            actions, log_probs, values = self._policy_step(policy, obs, masks, generator, greedy)
-            results = self._step_all(actions, everyone)
-            truncated_obs: dict[int, np.ndarray] = {}
-            for i, (reward, done, terminated, final_obs, info, summary) in enumerate(results):
-                batch.rewards[t, i] = reward
-                batch.dones[t, i] = float(done)
-                batch.terminated[t, i] = float(terminated)
-                _store_components(batch, t, i, info, num_steps, n)
-                if final_obs is not None:
-                    truncated_obs[i] = final_obs
+            actions = self._act(policy, ticks, t, generator, greedy)
+            for i, summary in enumerate(self._step_all(ticks, t, actions, everyone)):
                 if summary is not None:
-                    batch.episodes.append(summary)
-                    self._slots[i] = self._reset(i)
-            if truncated_obs:
-                keys = sorted(truncated_obs)
-                boot = self._values_of(policy, np.stack([truncated_obs[k] for k in keys]))
-                batch.truncated_values[t, keys] = boot
-            batch.obs[t], batch.action_masks[t] = obs, masks
-            batch.actions[t], batch.log_probs[t], batch.values[t] = actions, log_probs, values
-        batch.last_values = self._values_of(policy, np.stack([s.obs for s in self._slots]))
+                    episodes.append(summary)
+                    slots[i] = self._reset(i, ticks.obs[t + 1, i], ticks.masks[t + 1, i])
+            if ticks.truncated_obs:
+                keys = sorted(ticks.truncated_obs)
+                final = np.stack([ticks.truncated_obs[k] for k in keys])
+                ticks.truncated_values[t, keys] = self._values_of(policy, final)
+                ticks.truncated_obs.clear()
+        self._obs[:], self._masks[:] = ticks.obs[num_steps], ticks.masks[num_steps]
+        batch = ticks.to_batch(num_steps, episodes)
+        batch.last_values = self._values_of(policy, self._obs)
         return batch
 
     def collect_episodes(
@@ -450,44 +576,34 @@ class RolloutCollector:
                 f"collect_episodes needs one seed and one options entry per environment ({n}), "
                 f"got {len(seeds)} and {len(options)}"
             )
-        self._slots = [self._reset(i, seed=seeds[i], options=options[i]) for i in range(n)]
-        rows: list[RolloutBatch] = []
+        ticks = _Ticks(min(max_steps, 8), n, d, a, all_valid=False)
+        self._slots = [
+            self._reset(i, ticks.obs[0, i], ticks.masks[0, i], seed=seeds[i], options=options[i])
+            for i in range(n)
+        ]
         episodes: list[EpisodeSummary] = []
         active = list(range(n))
-        for _ in range(max_steps):
-            if not active:
-                break
-            row = _empty_batch(1, n, d, a)
-            row.valid[:] = False
-            obs = np.stack([s.obs for s in self._slots])
-            masks = np.stack([s.mask for s in self._slots])
-            actions, log_probs, values = self._policy_step(policy, obs, masks, generator, greedy)
-            results = self._step_all(actions, active)
+        t = 0
+        while active and t < max_steps:
+            if t == ticks.capacity:
+                ticks.grow(min(2 * ticks.capacity, max_steps))
+            actions = self._act(policy, ticks, t, generator, greedy)
+            ticks.valid[t, active] = True
             still: list[int] = []
-            for i, (reward, done, terminated, _, info, summary) in zip(
-                active, results, strict=True
-            ):
-                row.valid[0, i] = True
-                row.rewards[0, i] = reward
-                row.dones[0, i] = float(done)
-                row.terminated[0, i] = float(terminated)
-                _store_components(row, 0, i, info, 1, n)
-                if summary is not None:
-                    episodes.append(summary)
-                else:
+            for i, summary in zip(active, self._step_all(ticks, t, actions, active), strict=True):
+                if summary is None:
                     still.append(i)
-            row.obs[0], row.action_masks[0] = obs, masks
-            row.actions[0], row.log_probs[0], row.values[0] = actions, log_probs, values
-            rows.append(row)
+                else:
+                    episodes.append(summary)
+            ticks.truncated_obs.clear()  # episode mode does not bootstrap
             active = still
+            t += 1
         for i in active:  # ran out of steps: truncate
-            slot = self._slots[i]
-            rows[-1].dones[0, i] = 1.0
-            episodes.append(self._finish(i, slot, {}, None))
-        batch = _concat(rows, n, d, a)
-        batch.episodes = sorted(episodes, key=lambda e: e.env_index)
+            ticks.dones[t - 1, i] = 1.0
+            episodes.append(self._finish(i, self._slots[i], {}, None))
+        episodes.sort(key=lambda e: e.env_index)
         self._slots = None  # the next collect_steps starts from fresh resets
-        return batch
+        return ticks.to_batch(t, episodes)
 
     # --- checkpointing ---------------------------------------------------------------
 
@@ -496,12 +612,20 @@ class RolloutCollector:
         slots = None
         if self._slots is not None:
             slots = [
-                (s.obs, s.mask, s.info, s.total_reward, s.length, s.num_correct, s.num_decisions)
-                for s in self._slots
+                (
+                    self._obs[i].copy(),
+                    self._masks[i].copy(),
+                    s.info,
+                    s.total_reward,
+                    s.length,
+                    s.num_correct,
+                    s.num_decisions,
+                )
+                for i, s in enumerate(self._slots)
             ]
-        import cloudpickle  # a Gymnasium dependency; pickles closures (e.g. quality checks)
+        import cloudpickle  # type: ignore[import-untyped]  # a Gymnasium dependency
 
-        try:
+        try:  # cloudpickle also pickles closures (e.g. the suite's quality checks)
             envs = cloudpickle.dumps(self.envs)
         except Exception as exc:  # not every environment pickles; resume then reseeds
             logger.warning("environments cannot be pickled (%r); a resume will reset them", exc)
@@ -515,56 +639,45 @@ class RolloutCollector:
             return
         self.envs = pickle.loads(state["envs"])
         slots = pickle.loads(state["slots"])
-        self._slots = None if slots is None else [_Slot(*s) for s in slots]
+        if slots is None:
+            self._slots = None
+            return
+        self._slots = []
+        for i, (obs, mask, *rest) in enumerate(slots):
+            self._obs[i], self._masks[i] = obs, mask
+            self._slots.append(_Slot(*rest))
 
 
 def _empty_batch(t: int, n: int, d: int, a: int) -> RolloutBatch:
-    return RolloutBatch(
-        obs=np.zeros((t, n, d), np.float32),
-        actions=np.zeros((t, n), np.int64),
-        log_probs=np.zeros((t, n), np.float32),
-        values=np.zeros((t, n), np.float32),
-        rewards=np.zeros((t, n), np.float64),
-        dones=np.zeros((t, n), np.float64),
-        terminated=np.zeros((t, n), np.float64),
-        truncated_values=np.zeros((t, n), np.float64),
-        action_masks=np.ones((t, n, a), np.int8),
-        valid=np.ones((t, n), bool) if t else np.zeros((0, n), bool),
-        last_values=np.zeros(n, np.float32),
-    )
+    """A batch of ``t`` ticks of ``n`` environments, all zeros (masks all ones), all valid."""
+    return _Ticks(t, n, d, a, all_valid=True).to_batch(t, [])
 
 
-def _store_components(
-    batch: RolloutBatch, t: int, i: int, info: Mapping[str, Any], num_t: int, num_envs: int
-) -> None:
-    components = info.get("reward_components")
-    if not components:
-        return
-    for name, value in components.items():
-        if name not in batch.reward_components:
-            batch.reward_components[name] = np.zeros((num_t, num_envs), np.float64)
-        batch.reward_components[name][t, i] = float(value)
-
-
-def _concat(rows: list[RolloutBatch], n: int, d: int, a: int) -> RolloutBatch:
-    if not rows:
-        return _empty_batch(0, n, d, a)
-    names = sorted({k for r in rows for k in r.reward_components})
+def _concat(batches: Sequence[RolloutBatch]) -> RolloutBatch:
+    """Stack batches of the same environments in time (episodes end at their dones)."""
+    if not batches:
+        raise ConfigError("_concat needs at least one batch")
+    first = batches[0]
+    n = first.rewards.shape[1]
+    names = sorted({k for b in batches for k in b.reward_components})
     components = {
-        k: np.concatenate([r.reward_components.get(k, np.zeros((1, n))) for r in rows], axis=0)
+        k: np.concatenate(
+            [b.reward_components.get(k, np.zeros((b.rewards.shape[0], n))) for b in batches]
+        )
         for k in names
     }
     return RolloutBatch(
-        obs=np.concatenate([r.obs for r in rows]),
-        actions=np.concatenate([r.actions for r in rows]),
-        log_probs=np.concatenate([r.log_probs for r in rows]),
-        values=np.concatenate([r.values for r in rows]),
-        rewards=np.concatenate([r.rewards for r in rows]),
-        dones=np.concatenate([r.dones for r in rows]),
-        terminated=np.concatenate([r.terminated for r in rows]),
-        truncated_values=np.concatenate([r.truncated_values for r in rows]),
-        action_masks=np.concatenate([r.action_masks for r in rows]),
-        valid=np.concatenate([r.valid for r in rows]),
+        obs=np.concatenate([b.obs for b in batches]),
+        actions=np.concatenate([b.actions for b in batches]),
+        log_probs=np.concatenate([b.log_probs for b in batches]),
+        values=np.concatenate([b.values for b in batches]),
+        rewards=np.concatenate([b.rewards for b in batches]),
+        dones=np.concatenate([b.dones for b in batches]),
+        terminated=np.concatenate([b.terminated for b in batches]),
+        truncated_values=np.concatenate([b.truncated_values for b in batches]),
+        action_masks=np.concatenate([b.action_masks for b in batches]),
+        valid=np.concatenate([b.valid for b in batches]),
         reward_components=components,
         last_values=np.zeros(n, np.float32),
+        episodes=[e for b in batches for e in b.episodes],
     )

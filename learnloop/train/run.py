@@ -78,6 +78,8 @@ class RunResult:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] | None = None
     baseline: dict[str, Any] | None = None
+    stopped_at: int | None = None
+    """Iteration at which ``on_iteration`` stopped the run early (None: it ran to the end)."""
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -158,9 +160,16 @@ class TrainingRun:
         (self.output_dir / "metrics.jsonl").write_text(lines)
 
     def run(
-        self, on_iteration: Callable[[int, Mapping[str, Any]], None] | None = None
+        self, on_iteration: Callable[[int, Mapping[str, Any]], bool | None] | None = None
     ) -> RunResult:
-        """Train from scratch, or from the latest checkpoint with ``resume``."""
+        """Train from scratch, or from the latest checkpoint with ``resume``.
+
+        ``on_iteration(done, metrics)`` is called after each iteration (and after
+        that iteration's checkpoint, if one was due). Returning True stops the run
+        there: a checkpoint of that iteration is written if none was due, and the
+        result has ``stopped_at`` set and no final outputs (policy, summary, plot);
+        ``resume=True`` later continues from that checkpoint.
+        """
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -201,19 +210,46 @@ class TrainingRun:
                 score = result.score
                 metrics.update({f"eval/{k}": v for k, v in result.to_dict().items()})
             history.append(metrics)
-            if done % config.checkpoint_every == 0 or last:
-                self.checkpoints.save(
-                    self._state(done, history, evaluations),
-                    iteration=done,
-                    score=score,
-                    metrics=_clean({k: v for k, v in metrics.items() if not k.startswith("time/")}),
+            saved = done % config.checkpoint_every == 0 or last
+            if saved:
+                self._save(done, history, evaluations, score, metrics)
+            if on_iteration is not None and on_iteration(done, metrics) and not last:
+                if not saved:
+                    self._save(done, history, evaluations, score, metrics)
+                logger.info("stopped at iteration %d on request (checkpoint kept)", done)
+                return RunResult(
+                    algorithm=self.algorithm,
+                    env=self.config.env,
+                    iterations=len(history),
+                    env_steps=self.learner.env_steps,
+                    elapsed_s=time.perf_counter() - started,
+                    resumed_from=resumed_from,
+                    output_dir=str(self.output_dir),
+                    history=history,
+                    evaluations=evaluations,
+                    final=evaluations[-1]["policy"] if evaluations else None,
+                    baseline=baseline,
+                    stopped_at=done,
                 )
-                self._write_metrics(history)
-            if on_iteration is not None:
-                on_iteration(done, metrics)
         return self._finish(
             history, evaluations, baseline, resumed_from, time.perf_counter() - started
         )
+
+    def _save(
+        self,
+        done: int,
+        history: list[dict[str, Any]],
+        evaluations: list[dict[str, Any]],
+        score: float | None,
+        metrics: Mapping[str, Any],
+    ) -> None:
+        self.checkpoints.save(
+            self._state(done, history, evaluations),
+            iteration=done,
+            score=score,
+            metrics=_clean({k: v for k, v in metrics.items() if not k.startswith("time/")}),
+        )
+        self._write_metrics(history)
 
     def _finish(
         self,
@@ -299,11 +335,13 @@ def train(
     policy_config: PolicyConfig = PolicyConfig(),
     *,
     recorder: EpisodeRecorder | None = None,
-    on_iteration: Callable[[int, Mapping[str, Any]], None] | None = None,
+    on_iteration: Callable[[int, Mapping[str, Any]], bool | None] | None = None,
 ) -> RunResult:
     """Build the environments, policy and learner from configs, and run.
 
-    Episodes are recorded through ``recorder`` when given. See the module example.
+    Episodes are recorded through ``recorder`` when given; ``on_iteration`` may stop
+    the run after a checkpoint by returning True (see :meth:`TrainingRun.run`). See
+    the module example.
     """
     if algorithm == "ppo":
         config: PPOConfig | GRPOConfig = algo_config if algo_config is not None else PPOConfig()

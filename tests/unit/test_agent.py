@@ -29,8 +29,11 @@ def test_failing_hanging_and_async_tools_are_failed_steps(tmp_path):
 
     store = open_store(f"sqlite:///{tmp_path}/s.db")
     recorder = Recorder(store)
-    agent = ToolAgent(ToolSelector(make_policy("ucb1"), seed=0), recorder=recorder,
-                      config=ToolAgentConfig(timeout_s=0.1))
+    agent = ToolAgent(
+        ToolSelector(make_policy("ucb1"), seed=0),
+        recorder=recorder,
+        config=ToolAgentConfig(timeout_s=0.1),
+    )
     agent.register_tool("boom", boom)
     agent.register_tool("hang", hang)
     agent.register_tool("fine", fine, quality_check=lambda out: "answer" in out)

@@ -40,7 +40,9 @@ def test_keyword_featurizer_one_hot_with_bias():
 def test_hashed_features_by_hand():
     f = HashedTextFeaturizer(HashedTextConfig(dim=97, word_pairs=True))
     ctx = f("read file")
-    buckets = sorted({1 + (zlib.crc32(t.encode()) & 0x7FFFFFFF) % 96 for t in ("read", "file", "read file")})
+    buckets = sorted(
+        {1 + (zlib.crc32(t.encode()) & 0x7FFFFFFF) % 96 for t in ("read", "file", "read file")}
+    )
     assert sorted(ctx.indices.tolist()) == sorted([0, *buckets])
     assert len(buckets) == 3
     np.testing.assert_allclose(ctx.values, 0.5)  # 4 features, each 1/sqrt(4)
@@ -51,7 +53,9 @@ def test_hashed_repeats_add_up_and_order_matters_through_pairs():
     f = HashedTextFeaturizer(HashedTextConfig(dim=4096, bias=False, word_pairs=False))
     ctx = f("spam spam eggs")
     dense = ctx.dense()
-    assert sorted(dense[dense > 0].round(6).tolist()) == sorted([round(1 / 5**0.5, 6), round(2 / 5**0.5, 6)])
+    assert sorted(dense[dense > 0].round(6).tolist()) == sorted(
+        [round(1 / 5**0.5, 6), round(2 / 5**0.5, 6)]
+    )
     g = HashedTextFeaturizer(dim=4096)
     assert not np.array_equal(g("read file").dense(), g("file read").dense())
 

@@ -20,8 +20,12 @@ from learnloop.bandits.linear import (
 
 
 def ctx(indices, values, dim=8):
-    return Context(key="*", indices=np.array(indices, dtype=np.intp),
-                   values=np.array(values, dtype=float), dim=dim)
+    return Context(
+        key="*",
+        indices=np.array(indices, dtype=np.intp),
+        values=np.array(values, dtype=float),
+        dim=dim,
+    )
 
 
 def test_normal_cdf_matches_erf():
@@ -39,7 +43,8 @@ def test_probability_of_max_two_arms_closed_form_and_three_arms_monte_carlo():
     draws = np.random.default_rng(0).normal(means, stds, size=(400_000, 3)).argmax(axis=1)
     for k in range(3):
         assert probability_of_max(means, stds, k, nodes, weights) == pytest.approx(
-            float((draws == k).mean()), abs=3e-3)
+            float((draws == k).mean()), abs=3e-3
+        )
 
 
 def test_fast_max_probability_two_arms_closed_form():
@@ -68,7 +73,9 @@ def test_fast_max_probability_matches_monte_carlo_on_thirty_arms():
         p = np.array([fast(means, stds, k) for k in range(30)])
         assert p.sum() == pytest.approx(1.0, abs=2e-3)
         # 4 standard errors of the Monte Carlo frequency, plus 1e-3 for the quadrature
-        np.testing.assert_array_less(np.abs(p - frequency), 4 * np.sqrt(frequency / draws.size) + 1e-3)
+        np.testing.assert_array_less(
+            np.abs(p - frequency), 4 * np.sqrt(frequency / draws.size) + 1e-3
+        )
 
 
 def test_fast_max_probability_rejects_bad_settings_and_survives_extremes():
@@ -76,7 +83,9 @@ def test_fast_max_probability_rejects_bad_settings_and_survives_extremes():
         GaussianMaxProbability(2)
     fast = GaussianMaxProbability()
     # a rival a million standard deviations away must neither overflow nor warn
-    assert fast(np.array([0.0, 1e6, -1e6]), np.array([0.1, 1e-3, 1e-3]), 0) == pytest.approx(0.0, abs=1e-12)
+    assert fast(np.array([0.0, 1e6, -1e6]), np.array([0.1, 1e-3, 1e-3]), 0) == pytest.approx(
+        0.0, abs=1e-12
+    )
     assert fast(np.array([0.0, -1e6]), np.array([0.1, 1e-3]), 0) == pytest.approx(1.0, abs=1e-9)
 
 
@@ -87,7 +96,9 @@ def test_squarecb_probabilities_by_hand():
 
 
 def test_diagonal_update_is_the_kalman_update_for_one_feature():
-    model = DiagonalGaussianRegression(4, DiagonalGaussianConfig(prior_variance=1.0, noise_variance=0.25, drift=0.0))
+    model = DiagonalGaussianRegression(
+        4, DiagonalGaussianConfig(prior_variance=1.0, noise_variance=0.25, drift=0.0)
+    )
     model.grow(1)
     c = ctx([2], [1.0], dim=4)
     model.update(c, 0, 1.0)
@@ -125,8 +136,10 @@ def test_linucb_matches_closed_form_ridge():
         x = rng.random(3)
         r = float(rng.random())
         policy.update(ctx(idx, x), 1, r)
-        dense = np.zeros(8); dense[idx] = x
-        xs.append(dense); rs.append(r)
+        dense = np.zeros(8)
+        dense[idx] = x
+        xs.append(dense)
+        rs.append(r)
     X, R = np.array(xs), np.array(rs)
     theta = np.linalg.solve(X.T @ X + 2.0 * np.eye(8), X.T @ R)
     probe = ctx([1, 4], [0.6, 0.8])
@@ -141,7 +154,9 @@ def test_linucb_matches_closed_form_ridge():
     theta = np.linalg.solve((X * g[:, None]).T @ X + 2.0 * np.eye(8), (X * g[:, None]).T @ R)
     assert disc.values(probe, np.array([0]))[0] == pytest.approx(theta[1] * 0.6 + theta[4] * 0.8)
     clone = LinUCB.from_dict(policy.to_dict())
-    assert clone.values(probe, np.array([1]))[0] == pytest.approx(policy.values(probe, np.array([1]))[0])
+    assert clone.values(probe, np.array([1]))[0] == pytest.approx(
+        policy.values(probe, np.array([1]))[0]
+    )
 
 
 def test_linear_thompson_propensity_matches_choice_frequency():
@@ -182,4 +197,6 @@ def test_contextual_policies_learn_which_tool_fits_which_words(cls):
         correct.append(position == tasks[text])
     assert np.mean(correct[-300:]) > 0.9
     clone = cls.from_dict(policy.to_dict())
-    np.testing.assert_allclose(clone.values(f(texts[0]), np.arange(3)), policy.values(f(texts[0]), np.arange(3)))
+    np.testing.assert_allclose(
+        clone.values(f(texts[0]), np.arange(3)), policy.values(f(texts[0]), np.arange(3))
+    )

@@ -24,8 +24,10 @@ def test_ips_snips_dr_by_hand():
     est = snips_estimate(np.array([1.0, 1.0]), np.array([0.0, 1.0]))
     assert est.value == 0.5
     with pytest.raises(InvalidInputError):
-        evaluate([LoggedChoice(task="a", candidates=("x",), tool="x", propensity=0.0, reward=1.0)],
-                 lambda t, c: [1.0])
+        evaluate(
+            [LoggedChoice(task="a", candidates=("x",), tool="x", propensity=0.0, reward=1.0)],
+            lambda t, c: [1.0],
+        )
     with pytest.raises(InvalidInputError):
         evaluate([], lambda t, c: [1.0])
 
@@ -39,21 +41,32 @@ def test_dr_interval_covers_true_value_in_9_of_10_seeds():
         subtasks = [s for t in suite.train_tasks for s in t.subtasks]
         # the target: a squarecb policy trained on its own stream, then frozen
         target = ToolSelector(make_policy("squarecb"), tools=suite.tools, seed=seed)
-        for i in range(1500):
+        for _ in range(1500):
             sub = subtasks[int(rng.integers(len(subtasks)))]
             c = target.choose(sub.text)
             target.update(c, float(rng.random() < suite.success_probability(sub, c.tool)))
         # the logs: an epsilon-greedy run (keyword Q-learner, epsilon 0.3)
-        logger = ToolSelector(make_policy("epsilon_greedy", epsilon=0.3, epsilon_decay=1.0, epsilon_min=0.3),
-                              featurizer=KeywordFeaturizer(), tools=suite.tools, seed=seed)
+        logger = ToolSelector(
+            make_policy("epsilon_greedy", epsilon=0.3, epsilon_decay=1.0, epsilon_min=0.3),
+            featurizer=KeywordFeaturizer(),
+            tools=suite.tools,
+            seed=seed,
+        )
         logs, true_value = [], 0.0
-        for i in range(2000):
+        for _ in range(2000):
             sub = subtasks[int(rng.integers(len(subtasks)))]
             c = logger.choose(sub.text)
             r = float(rng.random() < suite.success_probability(sub, c.tool))
             logger.update(c, r)
-            logs.append(LoggedChoice(task=sub.text, candidates=c.candidates, tool=c.tool,
-                                     propensity=c.propensity, reward=r))
+            logs.append(
+                LoggedChoice(
+                    task=sub.text,
+                    candidates=c.candidates,
+                    tool=c.tool,
+                    propensity=c.propensity,
+                    reward=r,
+                )
+            )
             p = target.probabilities(sub.text)
             true_value += sum(p[t] * suite.success_probability(sub, t) for t in suite.tools)
         true_value /= len(logs)
@@ -66,10 +79,12 @@ def test_load_logs_reads_recorded_choices(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/s.db")
     recorder = Recorder(store)
     selector = ToolSelector(make_policy("ucb1", epsilon=0.1), tools=["a", "b"])
-    for i in range(3):
+    for _ in range(3):
         c = selector.choose("grep it")
         eid = recorder.begin("grep it", agent_id="bot")
-        recorder.step(eid, "call", tool=c.tool, state={**c.log_state(), "task": "grep it"}, reward=1.0)
+        recorder.step(
+            eid, "call", tool=c.tool, state={**c.log_state(), "task": "grep it"}, reward=1.0
+        )
         recorder.complete(eid)
         selector.update(c, 1.0)
     recorder.close()

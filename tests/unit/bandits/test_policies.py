@@ -29,8 +29,12 @@ def test_q_update_by_hand():
 def test_spec_q_learner_defaults_and_epsilon_schedule():
     policy = EpsilonGreedyQ()
     policy.add_arms(3)
-    assert (policy.config.epsilon, policy.config.epsilon_decay, policy.config.epsilon_min,
-            policy.config.alpha) == (0.1, 0.995, 0.01, 0.1)
+    assert (
+        policy.config.epsilon,
+        policy.config.epsilon_decay,
+        policy.config.epsilon_min,
+        policy.config.alpha,
+    ) == (0.1, 0.995, 0.01, 0.1)
     for _ in range(10):
         policy.update(CTX, 2, 1.0)
     assert policy.epsilon == pytest.approx(0.1 * 0.995**10)
@@ -68,7 +72,7 @@ def test_ucb1_scores_by_hand_and_untried_first():
     seen = set()
     rng = np.random.default_rng(0)
     for _ in range(3):
-        position, propensity = policy.select(CTX, arms, rng)
+        position, _ = policy.select(CTX, arms, rng)
         assert position not in seen
         seen.add(position)
         policy.update(CTX, position, 1.0 if position == 0 else 0.0)
@@ -125,5 +129,7 @@ def test_tabular_round_trip_and_cold_start_growth():
         policy.add_arms(20)  # grows past the initial capacity
         assert policy.values(CTX, np.arange(20)).shape == (20,)
         clone = type(policy).from_dict(policy.to_dict())
-        np.testing.assert_allclose(clone.values(CTX, np.arange(20)), policy.values(CTX, np.arange(20)))
+        np.testing.assert_allclose(
+            clone.values(CTX, np.arange(20)), policy.values(CTX, np.arange(20))
+        )
         assert clone.num_updates == 1

@@ -15,7 +15,9 @@ from learnloop.bandits.contexts import HashedTextFeaturizer
 pytestmark = pytest.mark.redis
 
 if shutil.which("redis-server") is None and not os.environ.get("CI"):
-    pytest.skip("redis-server binary not found (apt-get install redis-server)", allow_module_level=True)
+    pytest.skip(
+        "redis-server binary not found (apt-get install redis-server)", allow_module_level=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +26,24 @@ def redis_url(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     import redis
 
@@ -50,8 +67,9 @@ def state(url, name, **kw):
 
 
 def _worker(url, name, n, seed):
-    selector = ToolSelector(make_policy("epsilon_greedy"), tools=["a", "b", "c"], seed=seed,
-                            shared=state(url, name))
+    selector = ToolSelector(
+        make_policy("epsilon_greedy"), tools=["a", "b", "c"], seed=seed, shared=state(url, name)
+    )
     for i in range(n):
         selector.update(selector.choose("grep logs" if i % 2 else "run tests"), 1.0)
 
@@ -70,7 +88,9 @@ def test_eight_clients_in_threads_lose_no_update(redis_url):
     shared = state(redis_url, "threads")
     shared.clear()
     n = 300
-    threads = [threading.Thread(target=_worker, args=(redis_url, "threads", n, s)) for s in range(8)]
+    threads = [
+        threading.Thread(target=_worker, args=(redis_url, "threads", n, s)) for s in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -108,7 +128,9 @@ def test_shared_update_equals_local_update_and_restart_picks_it_up(redis_url, na
     featurizer = HashedTextFeaturizer(dim=64) if name in ("linear_thompson", "squarecb") else None
     kw = {"dim": 64} if featurizer else {}
     local = ToolSelector(make_policy(name, **kw), featurizer=featurizer, tools=["a", "b"], seed=1)
-    remote = ToolSelector(make_policy(name, **kw), featurizer=featurizer, tools=["a", "b"], seed=1, shared=shared)
+    remote = ToolSelector(
+        make_policy(name, **kw), featurizer=featurizer, tools=["a", "b"], seed=1, shared=shared
+    )
     rng = np.random.default_rng(0)
     for i in range(30):
         text = f"read file {i % 3}"
@@ -117,10 +139,30 @@ def test_shared_update_equals_local_update_and_restart_picks_it_up(redis_url, na
         r = float(rng.random() < 0.6)
         local.update(c1, r)
         remote.update(c2, r)
-    restarted = ToolSelector(make_policy(name, **kw), featurizer=featurizer, tools=["b", "a"], shared=shared)
+    restarted = ToolSelector(
+        make_policy(name, **kw), featurizer=featurizer, tools=["b", "a"], shared=shared
+    )
     restarted.sync()
     for text in ("read file 0", "read file 2"):
         for tool, value in local.values(text).items():
             assert remote.values(text)[tool] == pytest.approx(value)
             assert restarted.values(text)[tool] == pytest.approx(value)
     assert restarted.num_updates == 30
+
+
+def test_update_survives_a_script_flush_and_names_are_checked(redis_url):
+    from learnloop.bandits.redis_state import RedisPolicyConfig
+    from learnloop.errors import ConfigError
+
+    shared = state(redis_url, "flush")
+    shared.clear()
+    selector = ToolSelector(make_policy("epsilon_greedy"), tools=["a"], shared=shared)
+    selector.update(selector.choose("run it"), 1.0)
+    shared.client.script_flush()  # as after a server restart
+    selector.update(selector.choose("run it"), 1.0)
+    assert shared.num_updates() == 2
+    # Q after two rewards of 1 from 0 with alpha 0.1: 0.1, then 0.1 + 0.1 * 0.9 = 0.19
+    assert selector.policy.entry("execute", 0)["q"] == pytest.approx(0.19)
+    for bad in ("", "a:b", "{x}"):
+        with pytest.raises(ConfigError):
+            RedisPolicyConfig(name=bad)

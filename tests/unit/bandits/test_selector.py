@@ -49,11 +49,17 @@ def test_dim_mismatch_is_a_config_error():
         ToolSelector(make_policy("squarecb", dim=64), featurizer=HashedTextFeaturizer(dim=128))
 
 
-@pytest.mark.parametrize("name", ["epsilon_greedy", "ucb1", "thompson", "linucb", "squarecb", "linear_thompson"])
+@pytest.mark.parametrize(
+    "name", ["epsilon_greedy", "ucb1", "thompson", "linucb", "squarecb", "linear_thompson"]
+)
 def test_export_import_continues_identically(name):
-    featurizer = HashedTextFeaturizer(dim=128) if name in ("linucb", "squarecb", "linear_thompson") else None
+    featurizer = (
+        HashedTextFeaturizer(dim=128) if name in ("linucb", "squarecb", "linear_thompson") else None
+    )
     kwargs = {"dim": 128} if featurizer else {}
-    selector = ToolSelector(make_policy(name, **kwargs), featurizer=featurizer, tools=["a", "b", "c"], seed=5)
+    selector = ToolSelector(
+        make_policy(name, **kwargs), featurizer=featurizer, tools=["a", "b", "c"], seed=5
+    )
     rng = np.random.default_rng(0)
     for i in range(50):
         c = selector.choose(f"task {i % 4} read file")

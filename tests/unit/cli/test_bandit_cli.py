@@ -21,8 +21,21 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A policy trained on 150 suite decisions, each choice logged in a SQLite store."""
     root = tmp_path_factory.mktemp("bandit-cli")
     url = f"sqlite:///{root / 'logs.db'}"
-    code = main(["train", "bandit", "--decisions", "150", "--seed", "3", "--store", url,
-                 "--output-dir", str(root), "--json"])
+    code = main(
+        [
+            "train",
+            "bandit",
+            "--decisions",
+            "150",
+            "--seed",
+            "3",
+            "--store",
+            url,
+            "--output-dir",
+            str(root),
+            "--json",
+        ]
+    )
     assert code == 0
     return root, url
 
@@ -45,9 +58,22 @@ def test_train_bandit_writes_a_policy_and_logs_every_choice(
     assert 0.0 < state["propensity"] <= 1.0 and episodes[0].steps[0].tool in state["candidates"]
 
 
-def test_train_mode_alias_and_spec_learner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_json(capsys, "train", "--mode", "bandit", "--policy", "epsilon_greedy_keyword",
-                      "--decisions", "60", "--output-dir", str(tmp_path), "--json")
+def test_train_mode_alias_and_spec_learner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_json(
+        capsys,
+        "train",
+        "--mode",
+        "bandit",
+        "--policy",
+        "epsilon_greedy_keyword",
+        "--decisions",
+        "60",
+        "--output-dir",
+        str(tmp_path),
+        "--json",
+    )
     assert result["policy"] == "epsilon_greedy_keyword" and result["updates"] == 60
     assert 0.0 < result["heldout_success_before"] < 1.0
     assert (tmp_path / "learned_policy.json").is_file()
@@ -57,8 +83,9 @@ def test_train_from_logged_choices_replays_them(
     logged: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, url = logged
-    result = run_json(capsys, "train", "bandit", "--from-store", url, "--output-dir", str(tmp_path),
-                      "--json")
+    result = run_json(
+        capsys, "train", "bandit", "--from-store", url, "--output-dir", str(tmp_path), "--json"
+    )
     assert result["learned_from"] == "150 logged choices" and result["updates"] == 150
 
 
@@ -66,15 +93,31 @@ def test_evaluate_a_learned_policy_and_a_named_one(
     logged: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, url = logged
-    result = run_json(capsys, "bandit", "evaluate", "--policy", str(root / "learned_policy.json"),
-                      "--store", url, "--json")
+    result = run_json(
+        capsys,
+        "bandit",
+        "evaluate",
+        "--policy",
+        str(root / "learned_policy.json"),
+        "--store",
+        url,
+        "--json",
+    )
     assert result["num_logs"] == 150
     for name in ("ips", "snips", "dr"):
         estimate = result[name]
-        assert math.isfinite(estimate["value"]) and estimate["low"] <= estimate["value"] <= estimate["high"]
+        assert (
+            math.isfinite(estimate["value"])
+            and estimate["low"] <= estimate["value"] <= estimate["high"]
+        )
     # a uniform policy's SNIPS estimate of 0/1 rewards lies in [0, 1]
-    assert 0.0 <= run_json(capsys, "bandit", "evaluate", "--policy", "ucb1", "--store", url,
-                           "--json")["snips"]["value"] <= 1.0
+    assert (
+        0.0
+        <= run_json(capsys, "bandit", "evaluate", "--policy", "ucb1", "--store", url, "--json")[
+            "snips"
+        ]["value"]
+        <= 1.0
+    )
     assert main(["bandit", "evaluate", "--policy", "ucb1", "--store", url]) == 0
     out = capsys.readouterr().out
     assert "150 logged choices" in out and "DR" in out
@@ -96,12 +139,16 @@ def test_bad_flags_exit_2(logged: tuple[Path, str], capsys: pytest.CaptureFixtur
         assert "error" in capsys.readouterr().err
 
 
-def test_missing_or_empty_store_is_a_clear_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_empty_store_is_a_clear_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "missing.db"
     assert main(["bandit", "evaluate", "--policy", "ucb1", "--store", str(missing)]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()  # evaluating must not create a store
-    assert main(["train", "bandit", "--from-store", str(missing), "--output-dir", str(tmp_path)]) == 1
+    assert (
+        main(["train", "bandit", "--from-store", str(missing), "--output-dir", str(tmp_path)]) == 1
+    )
     assert "--from-store" in capsys.readouterr().err
     empty = tmp_path / "empty.db"
     open_store(str(empty)).close()
@@ -116,5 +163,8 @@ def test_evaluate_since_after_every_log_finds_nothing(
     logged: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, url = logged
-    assert main(["bandit", "evaluate", "--policy", "ucb1", "--store", url, "--since", "2999-01-01"]) == 1
+    assert (
+        main(["bandit", "evaluate", "--policy", "ucb1", "--store", url, "--since", "2999-01-01"])
+        == 1
+    )
     assert "since 2999-01-01" in capsys.readouterr().err

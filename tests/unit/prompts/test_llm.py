@@ -67,6 +67,7 @@ def test_request_round_trips_and_is_frozen() -> None:
     request = ask("hi", stop=["x"], json_schema={"type": "object", "required": ["a"]}, seed=5)
     again = ChatRequest.from_dict(json.loads(json.dumps(request.to_dict())))
     assert again == request and again.key() == request.key()
+    assert len({again, request}) == 1  # hashable, by key
     assert isinstance(request.messages, tuple) and request.stop == ("x",)
     with pytest.raises(TypeError):
         request.messages[0]["content"] = "changed"  # type: ignore[index]
@@ -295,3 +296,36 @@ def test_recording_from_many_threads(tmp_path: Path) -> None:
     replayer = RecordReplayClient(None, path, mode="replay")
     assert replayer.num_recorded == 200
     assert replayer.complete(ask("t7 q24")).text == "T7 Q24"
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import learnloop.prompts.llm
+
+    failures, tried = doctest.testmod(learnloop.prompts.llm)
+    assert tried >= 3 and failures == 0
+
+
+def test_importing_prompts_loads_no_optional_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, learnloop.prompts; print(sorted({'openai', 'xllamacpp'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_openai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from learnloop.prompts import LLMEndpointConfig, OpenAICompatibleClient
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # what `import openai` sees when absent
+    with pytest.raises(ImportError, match=r"learnloop\[llm\]"):
+        OpenAICompatibleClient(LLMEndpointConfig(base_url="http://127.0.0.1:1/v1", model="m"))

@@ -132,33 +132,34 @@ def test_grammar_constrained_answer_is_one_of_the_tools(server: LocalModelServer
 def test_record_then_replay_without_the_server(server: LocalModelServer, tmp_path: Path) -> None:
     path = tmp_path / "smollm2.jsonl"
     tasks = ["read the file notes.txt", "grep the code for TODO", "read the file notes.txt"]
-    recorder = RecordReplayClient(server.client(), path, mode="record")
-    recorded = [recorder.complete(tool_request(task)) for task in tasks]
+    with server.client() as client:
+        recorder = RecordReplayClient(client, path, mode="record")
+        recorded = [recorder.complete(tool_request(task)) for task in tasks]
     replayer = RecordReplayClient(None, path, mode="replay")  # no model behind it
     assert [replayer.complete(tool_request(task)) for task in tasks] == recorded
 
 
-def test_empty_endpoint_opens_the_embedded_model() -> None:
-    with open_llm_client(LLMEndpointConfig(timeout_s=30)) as client:
-        assert client.config.base_url.startswith("http://127.0.0.1:")
-        assert client.complete(tool_request("read the file a.txt")).text in TOOLS
-
-
-def test_free_form_answer_and_stop_frees_the_port() -> None:
-    server = LocalModelServer(LocalModelConfig(num_slots=2, context_size=512))
-    with server:
-        pid, port = server.pid, int(server.base_url.rsplit(":", 1)[1])
-        assert server.base_url.startswith("http://127.0.0.1:") and server.running
-        response = server.client().complete(
-            ChatRequest(messages=[user_message("Say hello.")], max_tokens=8)
-        )
+def test_empty_endpoint_serves_the_embedded_model_until_the_block_ends() -> None:
+    local = LocalModelConfig(num_slots=2, context_size=512)
+    with open_llm_client(LLMEndpointConfig(timeout_s=30), local=local) as client:
+        base_url = client.config.base_url
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+        assert not port_free(port)
+        response = client.complete(ChatRequest(messages=[user_message("Say hello.")], max_tokens=8))
         assert response.text.strip() and response.finish_reason in ("stop", "length")
-    assert not alive(pid) and port_free(port) and not server.running
-    with pytest.raises(ClosedError):
+    assert port_free(port)
+
+
+def test_a_stopped_server_cannot_be_used() -> None:
+    server = LocalModelServer()
+    assert not server.running
+    with pytest.raises(ClosedError, match="start"):
         _ = server.base_url
+    server.stop()
+    server.stop()  # idempotent
     with pytest.raises(ClosedError, match="create a new one"):
         server.start()
-    server.stop()  # idempotent
 
 
 PARENT = textwrap.dedent(
@@ -222,7 +223,10 @@ def test_a_broken_model_file_fails_with_the_log(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a gguf file" * 100)
     with pytest.raises(LLMError, match="exited with code") as caught:
-        LocalModelServer(LocalModelConfig(model_path=str(broken), startup_timeout_s=30)).start()
-    assert "log" in str(caught.value)
+        LocalModelServer(
+            LocalModelConfig(model_path=str(broken), log_path=str(tmp_path / "server.log"))
+        ).start()
+    assert str(tmp_path / "server.log") in str(caught.value)
+    assert "gguf" in str(caught.value).lower()  # the tail of the server's own log
     with pytest.raises(ConfigError, match="is not a file"):
         LocalModelConfig(model_path=str(tmp_path / "missing.gguf"))

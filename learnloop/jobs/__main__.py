@@ -1,0 +1,5 @@
+"""``python -m learnloop.jobs run|evaluate ...``: a worker process (see :mod:`learnloop.jobs.worker`)."""
+
+from learnloop.jobs.worker import main
+
+raise SystemExit(main())

@@ -1,0 +1,495 @@
+"""Multi-turn GRPO for language-model policies, with a supervised warm-start.
+
+GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1, alg. 1) on token traces:
+
+    pick B tasks; run G attempts at each (one group), sampling with pi_theta_old
+    r_i = 1 when attempt i solved its task, else 0
+    outcome (4.1.2): A_i = (r_i - mean(r_group)) / std(r_group) on every model token of i
+    process (4.1.3): per-step credit from learnloop.credit.assign_credit (returns to
+                     go, or attribution) normalized over the group's steps, applied to
+                     the tokens of that step
+    for mu epochs, minibatches of traces: maximize J (eq. 3) over the model's tokens,
+    clipped ratio per token, optional KL to pi_ref (eq. 4), gradient clipped
+
+Only the model's own tokens enter the loss (the trace's completion mask); prompt
+and tool tokens never do. The loss is averaged over the active tokens of a
+minibatch (tokens with A != 0). pi_ref is computed only when ``kl_coef > 0``:
+under LoRA it is the base model with the adapters switched off (no copy), under
+full fine-tuning a frozen copy of the initial weights.
+
+GRPO from a model that never succeeds has zero gradient (every group scores all
+zeros), so :func:`warm_start` first fits the model on successful episodes from
+the store (supervised, completion tokens only); :func:`record_exploration`
+fills the store with random-tool episodes when it has none.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from learnloop.credit import assign_credit, group_normalize
+from learnloop.envs.suite import Task, ToolUseSuite
+from learnloop.episode import Episode, OutcomeStatus, Step
+from learnloop.errors import ConfigError
+from learnloop.train.config import GRPOConfig, linear_schedule
+from learnloop.train.lm.config import LMGRPOConfig
+from learnloop.train.lm.conversation import AttemptResult, SuiteChat, TokenTrace, group_tasks
+from learnloop.train.lm.generation import left_pad, token_log_probs
+from learnloop.train.lm.model import LanguageModel
+from learnloop.train.losses import approx_kl, clip_fraction, grpo_loss
+
+__all__ = [
+    "LMGRPO",
+    "LMPolicy",
+    "TraceBatch",
+    "collate_traces",
+    "lm_grpo_loss",
+    "record_exploration",
+    "sft_loss",
+    "step_advantages",
+    "successful_demonstrations",
+    "warm_start",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TraceBatch:
+    """Left-padded traces as tensors, all ``(B, L)``."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    completion_mask: Tensor
+    """True on the model's own tokens."""
+    old_log_probs: Tensor
+    """log pi_old of each model token at sampling time (0 elsewhere)."""
+    advantages: Tensor
+    """A of each model token (its step's advantage; 0 elsewhere)."""
+
+
+def collate_traces(
+    traces: Sequence[TokenTrace],
+    step_advantages: Sequence[Sequence[float]] | None,
+    *,
+    pad_id: int,
+    device: torch.device | str = "cpu",
+) -> TraceBatch:
+    """Stack traces (left padding); token advantages come from each token's step."""
+    ids, mask = left_pad([t.ids for t in traces], pad_id, device)
+    width = ids.shape[1]
+    completion = torch.zeros((len(traces), width), dtype=torch.bool)
+    old = torch.zeros((len(traces), width), dtype=torch.float32)
+    adv = torch.zeros((len(traces), width), dtype=torch.float32)
+    for row, trace in enumerate(traces):
+        offset = width - len(trace.ids)
+        steps = torch.tensor(trace.step_of_token, dtype=torch.long)
+        completion[row, offset:] = steps >= 0
+        old[row, offset:] = torch.tensor(trace.log_probs, dtype=torch.float32)
+        if step_advantages is not None:
+            per_step = torch.tensor([0.0, *step_advantages[row]], dtype=torch.float32)
+            if len(step_advantages[row]) < trace.num_steps:
+                raise ConfigError(
+                    f"trace {row} has {trace.num_steps} model calls but "
+                    f"{len(step_advantages[row])} step advantages"
+                )
+            adv[row, offset:] = per_step[steps + 1]  # step -1 (not the model's) reads 0.0
+    return TraceBatch(ids, mask, completion.to(device), old.to(device), adv.to(device))
+
+
+def step_advantages(
+    results: Sequence[AttemptResult],
+    group_ids: Sequence[int],
+    *,
+    mode: str = "outcome",
+    credit: str = "return",
+) -> list[np.ndarray]:
+    """Per-step advantages of each attempt (see the module docstring).
+
+    >>> from types import SimpleNamespace as NS
+    >>> runs = [NS(reward=1.0, step_rewards=(1.0,)), NS(reward=0.0, step_rewards=(0.0,))]
+    >>> [a.tolist() for a in step_advantages(runs, [0, 0])]
+    [[1.0], [-1.0]]
+    """
+    if len(results) != len(group_ids):
+        raise ConfigError(f"one group id per attempt: {len(results)} attempts, {len(group_ids)} ids")
+    if mode == "outcome":
+        normalized = group_normalize([r.reward for r in results], group_ids=list(group_ids))
+        return [np.full(len(r.step_rewards), normalized[i]) for i, r in enumerate(results)]
+    if mode != "process":
+        raise ConfigError(f"unknown advantage mode {mode!r}; use 'outcome' or 'process'")
+    credits: list[np.ndarray] = []
+    for result in results:
+        steps = [Step.new(i, "call", reward=r) for i, r in enumerate(result.step_rewards)]
+        status = OutcomeStatus.SUCCESS if result.reward > 0 else OutcomeStatus.FAILURE
+        episode = Episode.new("attempt", steps=steps, status=status)
+        credited = assign_credit(episode, credit)  # type: ignore[arg-type]
+        credits.append(np.array([s.credit or 0.0 for s in credited.steps]))
+    flat = np.concatenate(credits) if credits else np.zeros(0)
+    flat_ids = np.concatenate([np.full(len(c), group_ids[i]) for i, c in enumerate(credits)])
+    normalized = group_normalize(flat, group_ids=flat_ids) if flat.size else flat
+    out, start = [], 0
+    for c in credits:
+        out.append(normalized[start : start + len(c)])
+        start += len(c)
+    return out
+
+
+def lm_grpo_loss(
+    model: Any,
+    batch: TraceBatch,
+    *,
+    clip_eps: float,
+    kl_coef: float = 0.0,
+    ref_log_probs: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """GRPO's loss over the model's tokens of ``batch``; returns ``(loss, log_probs)``.
+
+    ``log_probs`` is ``(B, L)`` (0 off the completion mask), for metrics.
+    """
+    log_probs = token_log_probs(
+        model, batch.input_ids, batch.attention_mask, batch.completion_mask
+    )
+    tokens = batch.completion_mask
+    loss = grpo_loss(
+        log_probs[tokens],
+        batch.old_log_probs[tokens],
+        batch.advantages[tokens],
+        clip_eps=clip_eps,
+        ref_log_prob=None if ref_log_probs is None else ref_log_probs[tokens],
+        kl_coef=kl_coef,
+    )
+    return loss, log_probs
+
+
+def sft_loss(model: Any, batch: TraceBatch) -> Tensor:
+    """Mean negative log-likelihood of the model's tokens (warm-start on demonstrations)."""
+    log_probs = token_log_probs(
+        model, batch.input_ids, batch.attention_mask, batch.completion_mask
+    )
+    return -log_probs[batch.completion_mask].mean()
+
+
+# --- warm-start ----------------------------------------------------------------------------
+
+
+def record_exploration(
+    suite: ToolUseSuite, recorder: Any, num_episodes: int, *, seed: int = 0
+) -> None:
+    """Record ``num_episodes`` attempts at training tasks with uniformly random tools.
+
+    They land in the recorder's store like any agent's episodes; the successful
+    ones are what :func:`successful_demonstrations` reads back.
+    """
+    from learnloop.envs.gym_env import EnvConfig, ToolUseEnv
+
+    env = ToolUseEnv(suite, "train", recorder=recorder, config=EnvConfig(agent_id="explorer"))
+    rng = np.random.default_rng(seed)
+    for episode in range(num_episodes):
+        env.reset(seed=seed + episode)
+        done = False
+        while not done:
+            action = int(rng.integers(len(suite.tools)))
+            _, _, terminated, truncated, _ = env.step(np.int64(action))
+            done = terminated or truncated
+    env.close()
+    recorder.flush()
+
+
+def successful_demonstrations(
+    store: Any, chat: SuiteChat, *, limit: int | None = None
+) -> list[TokenTrace]:
+    """Traces of the store's successful episodes at the suite's training tasks.
+
+    An episode qualifies when its status is success, its ``metadata.task_id``
+    names a training task of ``chat.suite`` and it has one tool step per sub-task.
+    """
+    from learnloop.store.base import EpisodeQuery
+
+    by_id = {task.id: task for task in chat.suite.train_tasks}
+    traces: list[TokenTrace] = []
+    query = EpisodeQuery(statuses=(OutcomeStatus.SUCCESS,), metadata={"split": "train"})
+    for episode in store.iter_episodes(query):
+        task = by_id.get(str(episode.metadata.get("task_id", "")))
+        tools = [s.tool for s in episode.steps if s.tool]
+        if task is None or len(tools) != len(task.subtasks):
+            continue
+        if any(tool not in chat.suite.tools for tool in tools):
+            continue
+        traces.append(chat.demonstration(task, [str(t) for t in tools]))
+        if limit is not None and len(traces) >= limit:
+            break
+    return traces
+
+
+def warm_start(
+    lm: LanguageModel,
+    traces: Sequence[TokenTrace],
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int = 0,
+) -> list[float]:
+    """Supervised steps on the model tokens of ``traces``; returns each step's loss."""
+    if steps and not traces:
+        raise ConfigError(
+            "warm-start has no successful episodes to learn from; record some (e.g. "
+            "record_exploration) or pass sft_steps=0"
+        )
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    rng = np.random.default_rng(seed)
+    losses = []
+    lm.model.train()
+    for _ in range(steps):
+        picked = rng.choice(len(traces), size=min(batch_size, len(traces)), replace=False)
+        batch = collate_traces(
+            [traces[int(i)] for i in picked], None, pad_id=lm.pad_token_id, device=lm.device
+        )
+        loss = sft_loss(lm.model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+# --- the learner ---------------------------------------------------------------------------
+
+
+class LMPolicy:
+    """The language model seen by :class:`~learnloop.train.run.TrainingRun`."""
+
+    def __init__(self, lm: LanguageModel, num_actions: int, config: Mapping[str, Any]) -> None:
+        self.lm = lm
+        self.num_actions = num_actions
+        self.config = dict(config)
+
+    def describe(self) -> dict[str, Any]:
+        """The model's identity and sizes as plain data."""
+        return {
+            "kind": "lm",
+            "model": self.lm.name,
+            "num_actions": self.num_actions,
+            "parameters": self.lm.num_parameters(),
+            "trainable_parameters": self.lm.num_parameters(trainable=True),
+            "config": self.config,
+        }
+
+    def save(self, path: Any) -> None:
+        """Save the trained tensors (adapters under LoRA) with :meth:`describe`."""
+        torch.save({"policy": self.describe(), "state_dict": self.lm.trainable_state()}, path)
+
+
+class LMGRPO:
+    """GRPO on a language-model policy over the built-in suite (see the module docstring).
+
+    Args:
+        chat: the suite and the policy (``chat.lm``).
+        grpo: group size, tasks per iteration, epochs, learning rate, clip, KL...
+        config: sampling and what the language model adds.
+        num_iterations: the run's length (learning-rate schedule).
+        seed: seeds task choice, sampling and tool outcomes.
+        recorder: records every training attempt as an episode when given.
+    """
+
+    def __init__(
+        self,
+        chat: SuiteChat,
+        grpo: GRPOConfig,
+        config: LMGRPOConfig,
+        *,
+        num_iterations: int,
+        seed: int = 0,
+        recorder: Any = None,
+        lm_settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.chat = chat
+        self.lm = chat.lm
+        self.grpo = grpo
+        self.config = config
+        self.num_iterations = num_iterations
+        self.recorder = recorder
+        self.policy = LMPolicy(self.lm, len(chat.suite.tools), lm_settings or {})
+        self.params = [p for p in self.lm.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=grpo.learning_rate, eps=grpo.adam_eps)
+        self.uses_lora = hasattr(self.lm.model, "disable_adapter")
+        self.reference: Any = None
+        if grpo.kl_coef > 0 and not self.uses_lora:
+            self.reference = copy.deepcopy(self.lm.model).eval().requires_grad_(False)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.env_steps = 0
+
+    @contextmanager
+    def _reference_model(self) -> Iterator[Any]:
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.lm.model.disable_adapter():
+                yield self.lm.model
+
+    def collect(self) -> tuple[list[AttemptResult], list[int]]:
+        """One batch of groups: ``tasks_per_iteration`` training tasks, ``group_size`` attempts each."""
+        tasks = self.chat.suite.train_tasks
+        picked: list[Task] = [
+            tasks[int(i)] for i in self.rng.integers(len(tasks), size=self.grpo.tasks_per_iteration)
+        ]
+        attempts = group_tasks(picked, self.grpo.group_size)
+        results = self.chat.run(
+            attempts, self.config.sampling, generator=self.generator, rng=self.rng
+        )
+        group_ids = [i // self.grpo.group_size for i in range(len(attempts))]
+        return results, group_ids
+
+    def _record(self, results: Sequence[AttemptResult]) -> None:
+        for result in results:
+            episode_id = self.recorder.begin(
+                result.task.text,
+                agent_id="lm-policy",
+                metadata={"task_id": result.task.id, "split": result.task.split, "policy": "lm"},
+                expected_outcome={"success": True},
+            )
+            for completion, tool, reward in zip(
+                result.completions, result.tools, result.step_rewards, strict=True
+            ):
+                self.recorder.step(
+                    episode_id,
+                    completion.text,
+                    tool=tool,
+                    reward=reward,
+                    success=reward > 0,
+                    prompt_token_ids=completion.prompt_ids,
+                    completion_token_ids=completion.completion_ids,
+                    completion_logprobs=completion.log_probs,
+                )
+            self.recorder.complete(
+                episode_id, status="success" if result.success else "failure", reward=result.reward
+            )
+
+    def update(
+        self, traces: Sequence[TokenTrace], advantages: Sequence[Sequence[float]]
+    ) -> dict[str, float]:
+        """mu epochs of minibatch GRPO steps over the traces with a non-zero advantage."""
+        grpo = self.grpo
+        keep = [i for i, a in enumerate(advantages) if np.any(np.asarray(a) != 0)]
+        metrics = {"train/active_fraction": len(keep) / max(len(traces), 1)}
+        if not keep:
+            return {**metrics, "train/policy_loss": 0.0, "train/updates": 0.0}
+        device, pad = self.lm.device, self.lm.pad_token_id
+        minibatch = max(1, min(grpo.minibatch_size, len(keep)))
+        chunks = [keep[s : s + minibatch] for s in range(0, len(keep), minibatch)]
+        references: dict[int, Tensor] = {}
+        if grpo.kl_coef > 0:
+            with torch.no_grad(), self._reference_model() as reference:
+                for chunk in chunks:
+                    batch = collate_traces(
+                        [traces[i] for i in chunk], [advantages[i] for i in chunk],
+                        pad_id=pad, device=device,
+                    )
+                    ref = token_log_probs(
+                        reference, batch.input_ids, batch.attention_mask, batch.completion_mask
+                    )
+                    for row, i in enumerate(chunk):
+                        references[i] = ref[row, ref.shape[1] - len(traces[i].ids) :]
+        sums = {"policy_loss": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
+        updates = steps = 0
+        self.lm.model.train()
+        accumulate = self.config.gradient_accumulation
+        for _ in range(grpo.num_epochs):
+            order = [keep[int(i)] for i in self.rng.permutation(len(keep))]
+            chunks = [order[s : s + minibatch] for s in range(0, len(order), minibatch)]
+            for number, chunk in enumerate(chunks):
+                batch = collate_traces(
+                    [traces[i] for i in chunk], [advantages[i] for i in chunk],
+                    pad_id=pad, device=device,
+                )
+                ref = None
+                if references:
+                    ref = torch.zeros_like(batch.old_log_probs)
+                    for row, i in enumerate(chunk):
+                        ref[row, ref.shape[1] - len(traces[i].ids) :] = references[i]
+                loss, log_probs = lm_grpo_loss(
+                    self.lm.model, batch, clip_eps=grpo.clip_eps, kl_coef=grpo.kl_coef,
+                    ref_log_probs=ref,
+                )
+                (loss / accumulate).backward()
+                steps += 1
+                if steps % accumulate == 0 or number == len(chunks) - 1:
+                    torch.nn.utils.clip_grad_norm_(self.params, grpo.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    updates += 1
+                with torch.no_grad():
+                    tokens = batch.completion_mask
+                    sums["policy_loss"] += float(loss)
+                    sums["approx_kl"] += float(approx_kl(log_probs[tokens], batch.old_log_probs[tokens]))
+                    sums["clip_fraction"] += float(
+                        clip_fraction(log_probs[tokens], batch.old_log_probs[tokens], clip_eps=grpo.clip_eps)
+                    )
+        metrics.update({f"train/{k}": v / steps for k, v in sums.items()})
+        metrics["train/updates"] = float(updates)
+        return metrics
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        """Collect one batch of groups and update; ``iteration`` counts from 0."""
+        grpo = self.grpo
+        lr = grpo.learning_rate
+        if grpo.anneal_lr:
+            lr = linear_schedule(grpo.learning_rate, iteration, self.num_iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        results, group_ids = self.collect()
+        rollout_s = time.perf_counter() - started
+        if self.recorder is not None:
+            self._record(results)
+        advantages = step_advantages(
+            results, group_ids, mode=grpo.advantage, credit=self.config.credit
+        )
+        started = time.perf_counter()
+        metrics = self.update([r.trace for r in results], advantages)
+        update_s = time.perf_counter() - started
+        self.env_steps += sum(len(r.tools) for r in results)
+        decisions = max(sum(len(r.tools) for r in results), 1)
+        return {
+            **metrics,
+            "rollout/episodes": float(len(results)),
+            "rollout/success_rate": float(np.mean([r.success for r in results])),
+            "rollout/return_last100": float(np.mean([r.reward for r in results])),
+            "rollout/valid_rate": sum(t is not None for r in results for t in r.tools) / decisions,
+            "rollout/tokens": float(sum(len(r.trace.ids) for r in results)),
+            "rollout/env_steps": float(self.env_steps),
+            "train/learning_rate": lr,
+            "time/rollout_s": rollout_s,
+            "time/update_s": update_s,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weights": self.lm.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": self.rng.bit_generator.state,
+            "env_steps": self.env_steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.lm.load_trainable_state(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = state["rng"]
+        self.env_steps = int(state["env_steps"])
+
