@@ -13,6 +13,10 @@ characters; ~12 KB of JSON per episode), as in ``bench_store.py``.
    stored ids are compared with the ids every process completed: nothing lost,
    nothing duplicated.
 
+Sections 2 and 3 also run the same processes with a store that discards every row,
+right before each PostgreSQL run: the recorder's own ceiling on this machine at that
+moment (the machine may be shared; compare the two lines, not runs across days).
+
 Without ``--url`` a throw-away server is started (``tests/pg_service.py``) and
 stopped at the end. Every section writes into a fresh schema.
 
@@ -116,8 +120,24 @@ def bench_write_methods(url: str, num_episodes: int, batch: int, repeats: int) -
         )
 
 
-def _writer(url: str, num_episodes: int, seed: int, barrier: Any, out: Any) -> None:
-    store = PostgresStore(url, max_connections=2)
+class DiscardingStore:
+    """Accepts rows and keeps nothing: the recorder's cost without a store."""
+
+    def add_episode_rows(self, rows: Any) -> None:
+        pass
+
+    def add_episodes(self, episodes: Any) -> None:
+        pass
+
+    def get_episode(self, episode_id: str) -> Episode:
+        raise KeyError(episode_id)
+
+    def close(self) -> None:
+        pass
+
+
+def _writer(url: str | None, num_episodes: int, seed: int, barrier: Any, out: Any) -> None:
+    store: Any = PostgresStore(url, max_connections=2) if url else DiscardingStore()
     recorder = Recorder(store)
     barrier.wait()
     started = time.time()
@@ -129,14 +149,13 @@ def _writer(url: str, num_episodes: int, seed: int, barrier: Any, out: Any) -> N
     out.put((started, finished, ids))
 
 
-def bench_processes(url: str, num_processes: int, per_process: int) -> float:
-    schema, schema_url = new_schema(url, "bench")
-    PostgresStore(schema_url).close()  # migrate once, before the clock starts
+def run_writers(url: str | None, num_processes: int, per_process: int) -> list[Any]:
+    """Start the writer processes together; returns (started, finished, ids) of each."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(num_processes)
     out = ctx.Queue()
     workers = [
-        ctx.Process(target=_writer, args=(schema_url, per_process, seed, barrier, out))
+        ctx.Process(target=_writer, args=(url, per_process, seed, barrier, out))
         for seed in range(num_processes)
     ]
     for worker in workers:
@@ -146,6 +165,22 @@ def bench_processes(url: str, num_processes: int, per_process: int) -> float:
         worker.join()
         if worker.exitcode != 0:
             raise SystemExit(f"writer process failed with exit code {worker.exitcode}")
+    return results
+
+
+def bench_discarding(num_processes: int, per_process: int) -> float:
+    results = run_writers(None, num_processes, per_process)
+    elapsed = max(r[1] for r in results) - min(r[0] for r in results)
+    rate = num_processes * per_process * STEPS_PER_EPISODE / elapsed
+    print(f"   {num_processes} process(es), rows discarded (no store):   {rate:,.0f} steps/s")
+    return rate
+
+
+def bench_processes(url: str, num_processes: int, per_process: int) -> float:
+    bench_discarding(num_processes, per_process)
+    schema, schema_url = new_schema(url, "bench")
+    PostgresStore(schema_url).close()  # migrate once, before the clock starts
+    results = run_writers(schema_url, num_processes, per_process)
     started = min(r[0] for r in results)
     finished = max(r[1] for r in results)
     completed = [i for r in results for i in r[2]]
@@ -161,7 +196,7 @@ def bench_processes(url: str, num_processes: int, per_process: int) -> float:
     steps = len(completed) * STEPS_PER_EPISODE
     rate = steps / (finished - started)
     print(
-        f"   {num_processes} process(es) x {per_process} episodes: {steps} steps in "
+        f"   {num_processes} process(es) x {per_process} episodes into PostgreSQL: {steps} steps in "
         f"{finished - started:.2f} s = {rate:,.0f} steps/s durable "
         f"({len(completed) / (finished - started):,.0f} episodes/s); stored {stored_count}, "
         f"lost {len(lost)}, duplicated {duplicated}, unexpected {len(extra)}"

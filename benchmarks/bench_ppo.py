@@ -12,16 +12,20 @@ means learnloop needs no more steps). Both run with one torch thread.
   from 0.001 and 0.2). SB3 is a benchmark-only dependency.
 
 Also timed: one PPO update on a batch of 8x8 suite trajectories (8 environments,
-8 complete episodes each), and collecting 8 suite trajectories concurrently vs one.
+8 complete episodes each), and collecting 8 suite trajectories concurrently vs one
+(medians of many repetitions, with the environments' own share measured by
+replaying the same episodes; and with a 2 ms wait per step, inline vs threads).
 
     python benchmarks/bench_ppo.py --seeds 5
     python benchmarks/bench_ppo.py --quick        # 1 seed, smaller budget
+    python benchmarks/bench_ppo.py --only-collection --collect-repeats 3000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -104,20 +108,102 @@ def sb3_steps(seed: int, budget: int) -> tuple[int | None, float]:
     return callback.hit, time.process_time() - started
 
 
-def suite_timings(repeats: int) -> dict[str, float]:
-    """Seconds for one PPO update on 8x8 suite trajectories; 8 vs 1 trajectory collection."""
+class LatencyWrapper(gym.Wrapper):  # type: ignore[type-arg]
+    """Adds a fixed wait to every step: a tool that calls a service over the network."""
+
+    def __init__(self, env: gym.Env, latency_s: float) -> None:  # type: ignore[type-arg]
+        super().__init__(env)
+        self.latency_s = latency_s
+
+    def step(self, action: Any) -> Any:
+        time.sleep(self.latency_s)
+        return self.env.step(action)
+
+
+def _replay_s(envs: list[Any], seeds: list[int], options: list[Any], batch: Any) -> float:
+    """Seconds the environments alone take to replay a batch's episodes (same actions)."""
+    started = time.perf_counter()
+    for i, env in enumerate(envs):
+        env.reset(seed=seeds[i], options=options[i])
+        for t in range(batch.actions.shape[0]):
+            if batch.valid[t, i]:
+                env.step(int(batch.actions[t, i]))
+    return time.perf_counter() - started
+
+
+def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, float]:
+    """Collecting 8 suite trajectories in lockstep vs one, and the environments' share.
+
+    Each repetition picks a task; one environment attempts it, then 8 attempt it
+    together (one batched forward pass per tick). The same episodes are then
+    replayed on the bare environments (same seeds and actions) to split the time
+    into environment steps and everything else (policy forward, collector).
+    Last, the same with every step waiting ``latency_s`` (a tool calling a
+    service): inline vs on 8 threads (``step_workers=8``).
+    """
+    envs = make_envs("learnloop/ToolUse-v0", 8)
+    policy = MLPPolicy(envs[0].observation_space.shape[0], int(envs[0].action_space.n), seed=0)
+    policy.eval()
+    single, eight = RolloutCollector(envs[:1]), RolloutCollector(envs)
+    rows: dict[str, list[float]] = {k: [] for k in ("one", "eight", "env_one", "env_eight")}
+    for k in range(repeats):
+        options = [{"task_index": k % 100}] * 8
+        for width, collector, key in ((1, single, "one"), (8, eight, "eight")):
+            generator = torch.Generator().manual_seed(k)
+            started = time.perf_counter()
+            batch = collector.collect_episodes(
+                policy, seeds=[k] * width, options=options[:width], generator=generator
+            )
+            rows[key].append(time.perf_counter() - started)
+            rows[f"env_{key}"].append(_replay_s(envs[:width], [k] * width, options, batch))
+    median = {key: statistics.median(values[repeats // 10 :]) for key, values in rows.items()}
+    slow = [LatencyWrapper(env, latency_s) for env in make_envs("learnloop/ToolUse-v0", 8)]
+    io_rows: dict[str, list[float]] = {"io_one": [], "io_eight_inline": [], "io_eight_threads": []}
+    io_collectors = {
+        "io_one": RolloutCollector(slow[:1]),
+        "io_eight_inline": RolloutCollector(slow),
+        "io_eight_threads": RolloutCollector(slow, step_workers=8),
+    }
+    for k in range(max(repeats // 20, 5)):
+        for key, collector in io_collectors.items():
+            width = collector.num_envs
+            started = time.perf_counter()
+            collector.collect_episodes(
+                policy,
+                seeds=[k] * width,
+                options=[{"task_index": k % 100}] * width,
+                generator=torch.Generator().manual_seed(k),
+            )
+            io_rows[key].append(time.perf_counter() - started)
+    for collector in io_collectors.values():
+        collector.close()
+    out = {f"collect_{key}_ms_median": 1e3 * value for key, value in median.items()}
+    out["collect_ratio_eight_over_one"] = median["eight"] / median["one"]
+    out["collect_other_one_ms"] = 1e3 * (median["one"] - median["env_one"])
+    out["collect_other_eight_ms"] = 1e3 * (median["eight"] - median["env_eight"])
+    out.update({f"collect_{k}_ms_median": 1e3 * statistics.median(v) for k, v in io_rows.items()})
+    out["collect_io_ratio_threads_over_one"] = statistics.median(
+        io_rows["io_eight_threads"]
+    ) / statistics.median(io_rows["io_one"])
+    return out
+
+
+def update_timing(repeats: int) -> dict[str, float]:
+    """Seconds for one PPO update on a batch of 8x8 suite trajectories."""
     envs = make_envs("learnloop/ToolUse-v0", 8)
     collector = RolloutCollector(envs, seed=0)
-    single = RolloutCollector(envs[:1], seed=0)
     policy = MLPPolicy(collector.encoder.dim, collector.num_actions, seed=0)
     config = PPOConfig()
     generator = torch.Generator().manual_seed(0)
-    batches = [
-        collector.collect_episodes(policy, seeds=list(range(k * 8, k * 8 + 8)), generator=generator)
-        for k in range(8)
-    ]
     # 8 rounds of 8 complete episodes, stacked in time (dones separate the episodes)
-    batch = _concat(batches, 8, collector.encoder.dim, collector.num_actions)
+    batch = _concat(
+        [
+            collector.collect_episodes(
+                policy, seeds=list(range(k * 8, k * 8 + 8)), generator=generator
+            )
+            for k in range(8)
+        ]
+    )
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=config.adam_eps)
     update_times = []
     for _ in range(repeats):
@@ -134,35 +220,49 @@ def suite_timings(repeats: int) -> dict[str, float]:
             rng=np.random.default_rng(0),
         )
         update_times.append(time.perf_counter() - started)
-    one, eight = [], []
-    for k in range(repeats * 4):
-        started = time.perf_counter()
-        single.collect_episodes(policy, seeds=[k], options=[{"task_index": k}], generator=generator)
-        one.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        collector.collect_episodes(
-            policy, seeds=[k] * 8, options=[{"task_index": k}] * 8, generator=generator
-        )
-        eight.append(time.perf_counter() - started)
     return {
         "update_8x8_s_median": statistics.median(update_times),
         "update_8x8_transitions": float(batch.num_steps),
         "update_8x8_epochs": float(config.num_epochs),
-        "collect_1_trajectory_s_median": statistics.median(one),
-        "collect_8_trajectories_s_median": statistics.median(eight),
     }
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    for key, value in result.items():
+        if key != "seeds":
+            print(f"{key:40s} {value}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=100_000,
-        help="env steps per run (the schedules anneal over it; rl-zoo uses 1e5 for CartPole)")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=100_000,
+        help="env steps per run (the schedules anneal over it; rl-zoo uses 1e5 for CartPole)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 100k steps, fewer repeats")
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument(
+        "--only-collection",
+        action="store_true",
+        help="time only trajectory collection (8 vs 1), skip CartPole and the update",
+    )
+    parser.add_argument("--collect-repeats", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    collect_repeats = 200 if args.quick else args.collect_repeats
+    if args.only_collection:
+        result: dict[str, Any] = {"load_average_1min_before": os.getloadavg()[0]}
+        result.update(collection_timings(collect_repeats))
+        result["load_average_1min_after"] = os.getloadavg()[0]
+        _print(result, args.json)
+        return
     seeds = 1 if args.quick else args.seeds
     budget = 100_000 if args.quick else args.budget
     rows = []
@@ -184,7 +284,7 @@ def main() -> None:
         values = [r[key] if r[key] is not None else float("inf") for r in rows]
         return statistics.median(values) if values else None
 
-    result: dict[str, Any] = {
+    result = {
         "seeds": rows,
         "target": TARGET,
         "budget": budget,
@@ -195,13 +295,11 @@ def main() -> None:
         result["ratio_learnloop_over_sb3"] = (
             result["learnloop_median_steps"] / result["sb3_median_steps"]
         )
-    result.update(suite_timings(repeats=3 if args.quick else 10))
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return
-    for key, value in result.items():
-        if key != "seeds":
-            print(f"{key:34s} {value}")
+    result.update(update_timing(repeats=3 if args.quick else 10))
+    result["load_average_1min_before_collection"] = os.getloadavg()[0]
+    result.update(collection_timings(collect_repeats))
+    result["load_average_1min_after_collection"] = os.getloadavg()[0]
+    _print(result, args.json)
 
 
 if __name__ == "__main__":

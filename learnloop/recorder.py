@@ -154,6 +154,7 @@ class RecorderStats:
     redactions: int
     pending_writes: int
     written: int
+    dropped: int
     write_errors: int
 
 
@@ -409,6 +410,7 @@ class Recorder:
                 "truncated_values",
                 "redactions",
                 "written",
+                "dropped",
                 "write_errors",
             ),
             0,
@@ -851,6 +853,15 @@ class Recorder:
                     self._store.add_episodes(
                         [Episode.from_dict(orjson.loads(r[-1])) for r in batch]
                     )
+                dropped = 0
+            except InvalidInputError:  # a row the store can never take: isolate it
+                try:
+                    dropped = self._write_row_by_row(batch)
+                except Exception as exc:  # transient; rows are upserts, so retry them all
+                    self._note_write_error(exc, len(batch))
+                    if self._give_up:
+                        return
+                    continue
             except Exception as exc:  # keep the rows and retry: nothing acknowledged is lost
                 logger.error("writing %d episodes failed, retrying: %s", len(batch), exc)
                 with self._lock:
@@ -865,9 +876,33 @@ class Recorder:
                 for row in batch:
                     self._pending.pop(row[0], None)
                 self._committed += len(batch)
-                self._counts["written"] += len(batch)
+                self._counts["written"] += len(batch) - dropped
+                self._counts["dropped"] += dropped
                 self._writer_error = None
                 self._wake.notify_all()
+
+    def _write_row_by_row(self, batch: list[tuple[Any, ...]]) -> int:
+        """Write rows one at a time, dropping (and logging) those the store refuses
+        as invalid, which retrying would never fix; returns how many were dropped."""
+        dropped = 0
+        for row in batch:
+            try:
+                if self._writes_rows:
+                    self._store.add_episode_rows([row])
+                else:
+                    self._store.add_episodes([Episode.from_dict(orjson.loads(row[-1]))])
+            except InvalidInputError as exc:
+                dropped += 1
+                logger.error("dropping episode %s: the store refuses it: %s", row[0], exc)
+        return dropped
+
+    def _note_write_error(self, exc: BaseException, num_rows: int) -> None:
+        logger.error("writing %d episodes failed, retrying: %s", num_rows, exc)
+        with self._lock:
+            self._writer_error = exc
+            self._counts["write_errors"] += 1
+            if not self._give_up:
+                self._wake.wait(0.2)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every episode completed so far is committed to the store."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -80,6 +81,14 @@ class PostgresServer:
                 "install them with: apt-get install -y postgresql"
             )
         run_as = _RUN_AS if os.geteuid() == 0 else None
+        if run_as is not None:
+            try:
+                pwd.getpwnam(run_as)
+            except KeyError:
+                raise FileNotFoundError(
+                    f"PostgreSQL refuses to run as root and there is no {run_as!r} user to run "
+                    f"it as; create one (useradd --system {run_as}) or run as another user"
+                ) from None
         folder = tempfile.mkdtemp(prefix="learnloop-pg-")
         if run_as is not None:
             shutil.chown(folder, user=run_as, group=None)

@@ -25,7 +25,10 @@ SUBCOMMANDS: tuple[str, ...] = (
     "learnloop.cli.demo",
     "learnloop.cli.episodes",
     "learnloop.cli.experiment",
+    "learnloop.cli.jobs",
     "learnloop.cli.registry",
+    "learnloop.cli.serve",
+    "learnloop.cli.serve_policy",
     "learnloop.cli.train",
 )
 

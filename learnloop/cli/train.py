@@ -19,6 +19,7 @@ ALGORITHMS: dict[str, str] = {
     "bandit": "learnloop.cli.train_bandit",
     "ppo": "learnloop.cli.train_rl",
     "grpo": "learnloop.cli.train_rl",
+    "apo": "learnloop.cli.train_apo",
 }
 
 #: ``--mode`` values -> algorithm names.

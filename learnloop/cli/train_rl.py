@@ -6,7 +6,8 @@ against the random baseline every ``--eval-every`` iterations, checkpoints every
 ``--checkpoint-every`` iterations (``--resume`` continues from the latest), and
 writes metrics, a summary, ``curves.png`` and ``policy.pt`` to ``--output-dir``.
 Every flag below comes from PPOConfig/GRPOConfig, PolicyConfig and RunConfig in
-learnloop.train.config.
+learnloop.train.config. ``grpo --policy lm --model tiny|smollm2|PATH`` trains a
+language-model policy instead (see learnloop.cli.train_lm).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def add_parser(subparsers: Any) -> None:
         add_config_flags(parser.add_argument_group("run"), RunConfig, prefix="run")
         add_config_flags(parser.add_argument_group(name), algo_cls, prefix="algo")
         add_config_flags(parser.add_argument_group("policy"), PolicyConfig, prefix="policy")
+        if name == "grpo":
+            from learnloop.cli.train_lm import add_lm_flags
+
+            add_lm_flags(parser)
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
         parser.add_argument(
             "--no-progress", action="store_true", help="hide the progress bar (stderr)"
@@ -96,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     from learnloop.train.run import train
 
     algorithm = args.rl_algorithm
+    if getattr(args, "policy", "mlp") == "lm":
+        from learnloop.cli.train_lm import run_lm
+
+        return run_lm(args)
     run_config: RunConfig = config_from_args(RunConfig, args, prefix="run")
     algo_cls = PPOConfig if algorithm == "ppo" else GRPOConfig
     algo_config = config_from_args(algo_cls, args, prefix="algo")

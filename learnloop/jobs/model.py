@@ -146,9 +146,13 @@ def check_transition(job_id: str, current: JobStatus, target: JobStatus) -> None
 
 
 def new_job_id(now: float | None = None) -> JobId:
-    """A unique id that sorts by creation time (``job-<ms hex>-<random>``)."""
+    """A unique id that sorts by creation time (``job-<ms>-<monotonic ns>-<random>``, hex).
+
+    Ids made by one process within the same millisecond still sort in creation order.
+    """
     millis = int((time.time() if now is None else now) * 1000)
-    return JobId(f"job-{millis:012x}-{secrets.token_hex(4)}")
+    tick = time.monotonic_ns() & 0xFFFFFFFFFFFF
+    return JobId(f"job-{millis:012x}-{tick:012x}{secrets.token_hex(2)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,6 +351,14 @@ class JobStore:
             )
         return Job.from_dict(doc.data)
 
+    def get_data(self, job_id: str) -> dict[str, Any]:
+        """The job's stored data as plain JSON (no conversion); raises NotFoundError."""
+        doc = self._store.get_document(JOBS, job_id)
+        if doc is None:
+            self.get(job_id)  # raises NotFoundError
+        assert doc is not None
+        return doc.data
+
     def list(
         self,
         *,
@@ -518,15 +530,25 @@ class JobStore:
 
         return self.update(job_id, change)[0]
 
-    def requeue_stale(self, *, stale_after_s: float, max_attempts: int) -> list[JobId]:
+    def requeue_stale(
+        self,
+        *,
+        stale_after_s: float,
+        max_attempts: int,
+        alive_workers: frozenset[str] = frozenset(),
+    ) -> list[JobId]:
         """Requeue running jobs whose heartbeat is older than ``stale_after_s``.
 
-        A job that has already been claimed ``max_attempts`` times fails instead.
-        Returns the ids that were requeued or failed.
+        Jobs of ``alive_workers`` (workers the caller knows are alive, e.g. its own
+        child processes still starting up) are left alone. A job that has already
+        been claimed ``max_attempts`` times fails instead. Returns the ids that were
+        requeued or failed.
         """
         now = self._clock()
         touched: list[JobId] = []
         for job in self.list(status=JobStatus.RUNNING):
+            if job.worker_id in alive_workers:
+                continue
             beat = job.heartbeat_at or job.updated_at or job.created_at
             if now - beat <= stale_after_s:
                 continue

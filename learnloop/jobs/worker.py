@@ -6,8 +6,10 @@
    (crash, ``kill -9``) is requeued at once to resume from its latest checkpoint;
 2. kills workers that ignored a cancel for ``cancel_grace_s`` and marks the job
    ``cancelled`` (what was saved is kept);
-3. requeues jobs of *any* worker whose heartbeat is older than ``stale_after_s``
-   (a server that died with its workers: its jobs resume on the next server);
+3. requeues jobs of any *other* worker whose heartbeat is older than
+   ``stale_after_s`` (a server that died with its workers: its jobs resume on the
+   next server; this pool's own live workers are never requeued, even while a slow
+   start delays their first heartbeat);
 4. claims queued jobs (oldest first) up to ``max_workers`` running here and
    ``max_per_owner`` running per owner across the store, refusing a job whose
    owner has used up the monthly budget.
@@ -438,8 +440,12 @@ class WorkerPool:
         """One round of reap, cancel, recover and claim; returns the job ids claimed."""
         self._reap()
         self._enforce_cancels()
+        with self._lock:
+            alive = frozenset(w for w, (_, h) in self._workers.items() if h.alive())
         self.jobs.requeue_stale(
-            stale_after_s=self.config.stale_after_s, max_attempts=self.config.max_attempts
+            stale_after_s=self.config.stale_after_s,
+            max_attempts=self.config.max_attempts,
+            alive_workers=alive,
         )
         if self._stopping.is_set():
             return []

@@ -9,25 +9,22 @@ is cheap.
 from __future__ import annotations
 
 from learnloop.prompts.llm import (
-    Budget,
     BudgetExceededError,
     ChatRequest,
     ChatResponse,
     LLMClient,
     LLMEndpointConfig,
-    MeteredClient,
     ModelPrice,
     OpenAICompatibleClient,
     PriceTable,
-    RecordReplayClient,
     ScriptedLLMClient,
     TokenUsage,
-    UsageMeter,
-    UsageTotals,
     assistant_message,
     system_message,
     user_message,
 )
+from learnloop.prompts.replay import RecordReplayClient
+from learnloop.prompts.usage import Budget, MeteredClient, UsageMeter, UsageTotals
 from learnloop.prompts.local_model import (
     SMOLLM2_MODEL_NAME,
     LocalModelConfig,

@@ -1,4 +1,4 @@
-"""Language-model clients: one small protocol, its implementations, usage and budgets.
+"""Language-model clients: one small protocol, requests, responses, prices and clients.
 
 Everything that talks to a language model goes through :class:`LLMClient`, a
 protocol with a single method, ``complete(ChatRequest) -> ChatResponse``. It is
@@ -9,10 +9,12 @@ Implementations:
 
 * :class:`OpenAICompatibleClient`: any OpenAI-compatible server (OpenAI, vLLM,
   Ollama, llama.cpp) through the official ``openai`` SDK (extra ``llm``);
-* :class:`RecordReplayClient`: saves every request and response to JSONL, keyed by
-  a hash of the request, and plays them back so a run is reproduced exactly;
-* :class:`MeteredClient`: counts calls, tokens and cost in a :class:`UsageMeter`
-  and enforces a :class:`Budget`;
+* :class:`~learnloop.prompts.replay.RecordReplayClient`: saves every request and
+  response to JSONL, keyed by a hash of the request, and plays them back so a run
+  is reproduced exactly;
+* :class:`~learnloop.prompts.usage.MeteredClient`: counts calls, tokens and cost in
+  a :class:`~learnloop.prompts.usage.UsageMeter` and enforces a
+  :class:`~learnloop.prompts.usage.Budget`;
 * :class:`ScriptedLLMClient`: canned replies chosen by rule, for tests of code that
   calls a model.
 
@@ -39,8 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -48,7 +49,6 @@ from urllib.parse import urlsplit
 from learnloop.errors import (
     BudgetExceededError,
     ConfigError,
-    InvalidInputError,
     LLMError,
     LLMTimeoutError,
     RateLimitError,
@@ -56,22 +56,18 @@ from learnloop.errors import (
 
 __all__ = [
     "API_KEY_ENV_VARS",
-    "Budget",
     "BudgetExceededError",
     "ChatRequest",
     "ChatResponse",
     "LLMClient",
     "LLMEndpointConfig",
-    "MeteredClient",
     "ModelPrice",
     "OpenAICompatibleClient",
     "PriceTable",
-    "RecordReplayClient",
     "ScriptedLLMClient",
     "TokenUsage",
-    "UsageMeter",
-    "UsageTotals",
     "assistant_message",
+    "canonical_json",
     "system_message",
     "user_message",
 ]
@@ -100,14 +96,9 @@ def assistant_message(content: str) -> Mapping[str, str]:
     return {"role": "assistant", "content": content}
 
 
-def _canonical_json(value: Any) -> str:
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal values give equal strings (hash keys)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _preview(request: ChatRequest, width: int = 80) -> str:
-    text = " | ".join(message["content"] for message in request.messages)
-    text = " ".join(text.split())
-    return repr(text[:width] + ("..." if len(text) > width else ""))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,7 +179,12 @@ class ChatRequest:
 
     def key(self) -> str:
         """SHA-256 (hex) of the request's canonical JSON: the record/replay key."""
-        return hashlib.sha256(_canonical_json(self.to_dict()).encode("utf-8")).hexdigest()
+        return hashlib.sha256(canonical_json(self.to_dict()).encode("utf-8")).hexdigest()
+
+    def preview(self, width: int = 80) -> str:
+        """The messages' text on one line, cut to ``width`` characters, quoted (for errors)."""
+        text = " ".join(" | ".join(message["content"] for message in self.messages).split())
+        return repr(text[:width] + ("..." if len(text) > width else ""))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -526,231 +522,6 @@ class OpenAICompatibleClient:
         return f"OpenAICompatibleClient({self.config.base_url!r}, model={self.config.model!r})"
 
 
-# --------------------------------------------------------------------------- record / replay
-
-
-class RecordReplayClient:
-    """Saves every request/response pair to JSONL and plays them back exactly.
-
-    Modes:
-
-    * ``record``: call ``inner`` and write each pair to a fresh file at ``path``
-      (an existing file is replaced);
-    * ``replay``: answer from the file only, never calling a model; a request not
-      in the file raises :class:`~learnloop.errors.LLMError`;
-    * ``auto``: answer from the file when it has the answer, else call ``inner``
-      and append the new pair.
-
-    Each line is ``{"key", "request", "response"}`` where ``key`` is
-    :meth:`ChatRequest.key`. The same request made *n* times is answered by the
-    *n* recorded responses in order (sampled answers replay as sampled); beyond
-    them, ``replay`` repeats the last. Lines are flushed as written, so a crash
-    loses at most the call in flight. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        inner: LLMClient | None,
-        path: str | os.PathLike[str],
-        *,
-        mode: Literal["record", "replay", "auto"] = "auto",
-    ) -> None:
-        if mode not in ("record", "replay", "auto"):
-            raise ConfigError(f"mode must be 'record', 'replay' or 'auto', got {mode!r}")
-        if inner is None and mode != "replay":
-            raise ConfigError(f"mode={mode!r} calls a model: pass inner=, or use mode='replay'")
-        self.path = Path(path)
-        self.mode = mode
-        self._inner = inner
-        self._lock = threading.Lock()
-        self._recorded: dict[str, list[ChatResponse]] = {}
-        self._served: dict[str, int] = {}
-        if mode == "record":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("", encoding="utf-8")
-        elif self.path.exists():
-            self._load()
-        elif mode == "replay":
-            raise ConfigError(
-                f"replay file {str(self.path)!r} does not exist; record a run first with "
-                "mode='record' (or use mode='auto')"
-            )
-
-    def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").split("\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                response = ChatResponse.from_dict(entry["response"])
-                key = str(entry["key"])
-            except (ValueError, KeyError, TypeError) as exc:
-                if number == len(lines):  # a write cut short by a crash
-                    logger.warning("ignoring a truncated last line in %s", self.path)
-                    continue
-                raise InvalidInputError(
-                    f"line {number} of {str(self.path)!r} is not a recorded call ({exc}); "
-                    "re-record the file with mode='record'"
-                ) from None
-            self._recorded.setdefault(key, []).append(response)
-
-    @property
-    def num_recorded(self) -> int:
-        """Number of responses in the file."""
-        with self._lock:
-            return sum(len(responses) for responses in self._recorded.values())
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Answer from the recording or the inner client, per ``mode``."""
-        key = request.key()
-        with self._lock:
-            occurrence = self._served.get(key, 0)
-            self._served[key] = occurrence + 1
-            recorded = self._recorded.get(key, [])
-            if self.mode != "record" and occurrence < len(recorded):
-                return recorded[occurrence]
-            if self.mode == "replay":
-                if recorded:
-                    return recorded[-1]
-                raise LLMError(
-                    f"request {_preview(request)} (key {key[:12]}) is not in the replay file "
-                    f"{str(self.path)!r}; the run differs from the recorded one, or re-record "
-                    "with mode='record' or 'auto'"
-                )
-        assert self._inner is not None  # checked in __init__ for these modes
-        response = self._inner.complete(request)
-        line = _canonical_json(
-            {"key": key, "request": request.to_dict(), "response": response.to_dict()}
-        )
-        with self._lock:
-            self._recorded.setdefault(key, []).append(response)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-        return response
-
-    def __repr__(self) -> str:
-        return f"RecordReplayClient({str(self.path)!r}, mode={self.mode!r})"
-
-
-# --------------------------------------------------------------------------- usage and budgets
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsageTotals:
-    """Totals over the calls a :class:`UsageMeter` saw."""
-
-    num_calls: int = 0
-    """Calls answered."""
-    usage: TokenUsage = field(default_factory=TokenUsage)
-    """Tokens consumed."""
-    cost_usd: float = 0.0
-    """Dollars spent."""
-    latency_s: float = 0.0
-    """Summed wall time of the calls, in seconds."""
-
-
-class UsageMeter:
-    """Thread-safe running totals of calls, tokens, cost and latency."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._totals = UsageTotals()
-
-    def add(self, response: ChatResponse) -> UsageTotals:
-        """Count one response; returns the new totals."""
-        with self._lock:
-            self._totals = UsageTotals(
-                num_calls=self._totals.num_calls + 1,
-                usage=self._totals.usage + response.usage,
-                cost_usd=self._totals.cost_usd + response.cost_usd,
-                latency_s=self._totals.latency_s + response.latency_s,
-            )
-            return self._totals
-
-    @property
-    def totals(self) -> UsageTotals:
-        with self._lock:
-            return self._totals
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Budget:
-    """Limits on model usage; None means unlimited."""
-
-    max_calls: int | None = None
-    """Most calls."""
-    max_tokens: int | None = None
-    """Most tokens, prompt plus completion."""
-    max_cost_usd: float | None = None
-    """Most dollars (priced by the client's PriceTable)."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_calls", "max_tokens", "max_cost_usd"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name} must be >= 0 or None, got {value!r}")
-
-    def exceeded(self, totals: UsageTotals, *, before_call: bool) -> str | None:
-        """Why ``totals`` break the budget, or None.
-
-        Before a call, a limit already reached refuses it (one more call would
-        pass it); after a call, only a limit passed counts.
-        """
-        checks = (
-            ("calls", totals.num_calls, self.max_calls),
-            ("tokens", totals.usage.total_tokens, self.max_tokens),
-            ("cost_usd", totals.cost_usd, self.max_cost_usd),
-        )
-        for name, spent, limit in checks:
-            if limit is None:
-                continue
-            if spent > limit or (before_call and spent >= limit):
-                return f"{name} spent {spent:g} of a limit of {limit:g}"
-        return None
-
-
-class MeteredClient:
-    """Wraps a client: counts every call in ``meter`` and enforces ``budget``.
-
-    The budget is checked before each call (a spent budget makes no call) and
-    after it (a call that overspent raises, its response kept on the error), so
-    the overspend is at most one call.
-
-    Raises:
-        BudgetExceededError: from :meth:`complete` when the budget is spent.
-    """
-
-    def __init__(
-        self, inner: LLMClient, *, meter: UsageMeter | None = None, budget: Budget | None = None
-    ) -> None:
-        self.inner = inner
-        self.meter = meter if meter is not None else UsageMeter()
-        self.budget = budget if budget is not None else Budget()
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Check the budget, call the inner client, count the call, check again."""
-        reason = self.budget.exceeded(self.meter.totals, before_call=True)
-        if reason is not None:
-            raise BudgetExceededError(
-                f"LLM budget exhausted ({reason}); no call made for {_preview(request, 40)}. "
-                "Raise the Budget limits or stop the run"
-            )
-        response = self.inner.complete(request)
-        totals = self.meter.add(response)
-        reason = self.budget.exceeded(totals, before_call=False)
-        if reason is not None:
-            raise BudgetExceededError(
-                f"LLM budget exceeded by the last call ({reason}); raise the Budget limits "
-                "or stop the run (the call's response is on this error's .response)",
-                response,
-            )
-        return response
-
-    def __repr__(self) -> str:
-        return f"MeteredClient({self.inner!r}, budget={self.budget!r})"
-
-
 # --------------------------------------------------------------------------- scripted fake
 
 Reply = str | Callable[[ChatRequest], str]
@@ -790,7 +561,7 @@ class ScriptedLLMClient:
         reply = next((r for pattern, r in self._rules if pattern.search(last)), self._default)
         if reply is None:
             raise LLMError(
-                f"no scripted rule matches {_preview(request)}; add a rule or a default reply"
+                f"no scripted rule matches {request.preview()}; add a rule or a default reply"
             )
         text = reply(request) if callable(reply) else reply
         prompt = sum(len(message["content"].split()) for message in request.messages)

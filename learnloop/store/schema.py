@@ -57,7 +57,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 _TYPES = {
     "sqlite": {"json": "TEXT", "float": "REAL", "bigint": "INTEGER"},
-    "postgresql": {"json": "JSONB", "float": "DOUBLE PRECISION", "bigint": "BIGINT"},
+    # JSON, not JSONB: JSONB turns -0.0 into 0.0 and prints 1.7976931348623157e308 as a
+    # 309-digit integer, so floats would not round-trip; JSON also wrote and read faster.
+    "postgresql": {"json": "JSON", "float": "DOUBLE PRECISION", "bigint": "BIGINT"},
 }
 
 

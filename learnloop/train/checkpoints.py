@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.errors import ConfigError
 

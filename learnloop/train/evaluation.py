@@ -22,7 +22,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.train.policies import Policy
 from learnloop.train.rollout import EpisodeSummary, RolloutCollector
@@ -123,7 +127,7 @@ def evaluate_policy(
     total = len(plan.seeds)
     was_training = getattr(policy, "training", False)
     if hasattr(policy, "eval"):
-        policy.eval()  # type: ignore[attr-defined]
+        policy.eval()
     try:
         for start in range(0, total, width):
             seeds: list[int | None] = list(plan.seeds[start : start + width])
@@ -142,7 +146,7 @@ def evaluate_policy(
             episodes.extend(e for e in batch.episodes if e.env_index < used)
     finally:
         if was_training and hasattr(policy, "train"):
-            policy.train()  # type: ignore[attr-defined]
+            policy.train()
     return summarize(episodes)
 
 

@@ -28,7 +28,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.credit import discounted_returns, group_normalize
 from learnloop.errors import ConfigError
@@ -155,7 +159,7 @@ def grpo_update(
             if config.entropy_coef > 0.0:
                 loss = loss + config.entropy_coef * entropy_loss(entropy)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
             with torch.no_grad():

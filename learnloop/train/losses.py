@@ -13,8 +13,11 @@ Every loss is a scalar to *minimize* (the objectives of the papers, negated).
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+try:
+    import torch
+    from torch import Tensor
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.errors import ConfigError
 

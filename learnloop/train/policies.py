@@ -19,9 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
+try:
+    import torch
+    from torch import Tensor, nn
+    from torch.nn import functional as F
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.errors import ConfigError, InvalidInputError
 from learnloop.train.config import PolicyConfig
@@ -147,6 +150,10 @@ class MLPPolicy(nn.Module):
     observations (updated by :meth:`update_obs_stats`, saved with the weights).
     """
 
+    obs_mean: Tensor
+    obs_var: Tensor
+    obs_count: Tensor
+
     def __init__(
         self,
         obs_dim: int,
@@ -217,7 +224,8 @@ class MLPPolicy(nn.Module):
         """V(s), shape (B,), or None without a value head."""
         if self.critic is None:
             return None
-        return self.critic(self._prepare(obs)).squeeze(-1)
+        values: Tensor = self.critic(self._prepare(obs))
+        return values.squeeze(-1)
 
     @torch.no_grad()
     def act(

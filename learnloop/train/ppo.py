@@ -23,7 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.credit import compute_gae
 from learnloop.train.config import PPOConfig, linear_schedule
@@ -113,7 +117,7 @@ def ppo_update(
                 )
                 loss = loss + config.value_coef * v_loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
             with torch.no_grad():

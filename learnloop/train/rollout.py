@@ -35,7 +35,11 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(f"{__name__} needs torch: pip install 'learnloop[train]' ({exc})") from exc
 
 from learnloop.errors import ConfigError, InvalidInputError
 from learnloop.train.policies import Policy
@@ -90,7 +94,7 @@ class ObservationEncoder:
         if self._box:
             flat = np.reshape(obs, -1)
         else:
-            flat = gym.spaces.flatten(self.space, obs)
+            flat = np.asarray(gym.spaces.flatten(self.space, obs), np.float32).reshape(-1)
         if flat.shape[0] != self.dim:
             raise InvalidInputError(
                 f"observation has {flat.shape[0]} values, the space {self.space!r} has "
@@ -529,8 +533,7 @@ class RolloutCollector:
         n, d, a = self.num_envs, self.encoder.dim, self.num_actions
         if self._slots is None:
             self._slots = [
-                self._reset(i, self._obs[i], self._masks[i], seed=self.seed + i)
-                for i in range(n)
+                self._reset(i, self._obs[i], self._masks[i], seed=self.seed + i) for i in range(n)
             ]
         slots = self._slots
         ticks = _Ticks(num_steps, n, d, a, all_valid=True)

@@ -406,3 +406,30 @@ def test_kill_9_after_flush_loses_nothing(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store.close()
+
+
+def test_a_row_the_store_refuses_is_dropped_not_retried_forever(tmp_path: Path) -> None:
+    from learnloop.errors import InvalidInputError as Invalid
+
+    class Picky:
+        def __init__(self) -> None:
+            self.inner = SqliteStore(tmp_path / "picky.db")
+
+        def add_episode_rows(self, rows):  # type: ignore[no-untyped-def]
+            if any("poison" in row[5] for row in rows):
+                raise Invalid("cannot store poison")
+            self.inner.add_episode_rows(rows)
+
+        def get_episode(self, episode_id: str):  # type: ignore[no-untyped-def]
+            return self.inner.get_episode(episode_id)
+
+    picky = Picky()
+    rec = Recorder(picky)
+    for task in ("fine 1", "poison", "fine 2"):
+        rec.complete(rec.begin(task))
+    rec.flush(timeout_s=10)
+    stats = rec.stats()
+    assert stats.dropped == 1 and stats.written == 2
+    assert sorted(e.task for e in picky.inner.query_episodes()) == ["fine 1", "fine 2"]
+    rec.close()
+    picky.inner.close()

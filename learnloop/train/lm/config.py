@@ -147,8 +147,10 @@ class LMGRPOConfig:
     """Adam step size of the warm-start."""
     sft_batch_size: int = 16
     """Episodes per warm-start step."""
-    exploration_episodes: int = 400
+    exploration_episodes: int = 2000
     """Exploration episodes recorded for the warm-start when the store has too few successes."""
+    exploration: Literal["bandit", "random"] = "bandit"
+    """Who explores: 'bandit' (LinUCB over task text, learning online) or 'random' tools."""
     eval_tasks: int = 200
     """Held-out tasks scored per evaluation (at most the split's size)."""
 
@@ -166,6 +168,10 @@ class LMGRPOConfig:
             raise ConfigError(
                 "LMGRPOConfig.sft_steps and exploration_episodes must be >= 0, got "
                 f"{self.sft_steps!r} and {self.exploration_episodes!r}"
+            )
+        if self.exploration not in ("bandit", "random"):
+            raise ConfigError(
+                f"LMGRPOConfig.exploration must be 'bandit' or 'random', got {self.exploration!r}"
             )
         if self.credit not in ("return", "attribution"):
             raise ConfigError(

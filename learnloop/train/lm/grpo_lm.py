@@ -184,23 +184,44 @@ def sft_loss(model: Any, batch: TraceBatch) -> Tensor:
 
 
 def record_exploration(
-    suite: ToolUseSuite, recorder: Any, num_episodes: int, *, seed: int = 0
+    suite: ToolUseSuite,
+    recorder: Any,
+    num_episodes: int,
+    *,
+    seed: int = 0,
+    policy: str = "bandit",
 ) -> None:
-    """Record ``num_episodes`` attempts at training tasks with uniformly random tools.
+    """Record ``num_episodes`` attempts at training tasks, as an agent in production would.
 
-    They land in the recorder's store like any agent's episodes; the successful
-    ones are what :func:`successful_demonstrations` reads back.
+    ``policy="bandit"`` chooses tools with a LinUCB selector over hashed task text
+    that learns online from each call's success (learnloop.bandits), so later
+    episodes mostly use good tools; ``"random"`` chooses uniformly. The episodes
+    land in the recorder's store like any agent's; the successful ones are what
+    :func:`successful_demonstrations` reads back.
     """
     from learnloop.envs.gym_env import EnvConfig, ToolUseEnv
 
+    if policy not in ("bandit", "random"):
+        raise ConfigError(f"exploration policy must be 'bandit' or 'random', got {policy!r}")
     env = ToolUseEnv(suite, "train", recorder=recorder, config=EnvConfig(agent_id="explorer"))
     rng = np.random.default_rng(seed)
+    selector = None
+    if policy == "bandit":
+        from learnloop.bandits import ToolSelector, make_policy
+
+        selector = ToolSelector(make_policy("linucb"), tools=suite.tools, seed=seed)
     for episode in range(num_episodes):
-        env.reset(seed=seed + episode)
+        _, info = env.reset(seed=seed + episode)
         done = False
         while not done:
-            action = int(rng.integers(len(suite.tools)))
-            _, _, terminated, truncated, _ = env.step(np.int64(action))
+            if selector is None:
+                choice, action = None, int(rng.integers(len(suite.tools)))
+            else:
+                choice = selector.choose(str(info["subtask_text"]))
+                action = suite.tool_index(choice.tool)
+            _, _, terminated, truncated, info = env.step(np.int64(action))
+            if selector is not None and choice is not None:
+                selector.update(choice, 1.0 if info["success"] else 0.0)
             done = terminated or truncated
     env.close()
     recorder.flush()

@@ -317,7 +317,7 @@ def _writer_process(url: str, seed: int, num_episodes: int, num_increments: int)
 
 
 def test_several_writer_processes_lose_and_duplicate_nothing(postgres_url: str) -> None:
-    num_processes, num_episodes, num_increments = 4, 60, 15
+    num_processes, num_episodes, num_increments = 3, 50, 10
     store = PostgresStore(postgres_url)
     store.put_document("counters", "total", {"value": 0})
     ctx = mp.get_context("spawn")
@@ -373,3 +373,16 @@ def test_claiming_by_compare_and_set_has_exactly_one_winner(
     assert final is not None and final.data == {"status": "running", "worker": winners[0]}
     for store in stores:
         store.close()
+
+
+def test_missing_binaries_skip_locally_and_fail_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pg_service
+
+    monkeypatch.delenv(pg_service.TEST_URL_ENV_VAR, raising=False)
+    monkeypatch.setattr(pg_service, "find_postgres_bin", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y postgresql"):
+        pg_service.postgres_url_for_tests()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run under CI"):
+        pg_service.postgres_url_for_tests()

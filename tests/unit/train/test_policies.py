@@ -49,6 +49,22 @@ def test_act_log_probs_match_evaluate_actions_and_greedy_is_argmax() -> None:
     assert torch.equal(greedy.actions, policy(obs).argmax(-1))
 
 
+@pytest.mark.parametrize(
+    "config",
+    [PolicyConfig(), PolicyConfig(activation="relu", hidden_sizes=(8,), normalize_obs=True)],
+)
+def test_acting_shortcut_computes_exactly_what_the_modules_compute(config: PolicyConfig) -> None:
+    # act() skips nn.Module calls; PPO's first ratio must still be exactly 1.
+    policy = MLPPolicy(obs_dim=5, num_actions=4, config=config, seed=0)
+    policy.update_obs_stats(torch.randn(32, 5) * 3 + 1)
+    obs, mask = torch.randn(16, 5), torch.tensor([[1, 1, 0, 1]] * 16)
+    out = policy.act(obs, mask, generator=torch.Generator().manual_seed(0))
+    log_probs, _, values = policy.evaluate_actions(obs, out.actions, mask)
+    assert torch.equal(out.log_probs, log_probs.detach())
+    assert out.values is not None and values is not None
+    assert torch.equal(out.values, values.detach())
+
+
 def test_same_seed_same_weights_and_value_head_optional() -> None:
     a, b = MLPPolicy(4, 2, seed=7), MLPPolicy(4, 2, seed=7)
     assert all(

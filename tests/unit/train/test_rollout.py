@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from learnloop.episode import OutcomeStatus  # noqa: E402
+from learnloop.errors import InvalidInputError  # noqa: E402
 from learnloop.recorder import Recorder  # noqa: E402
 from learnloop.store import open_store  # noqa: E402
 from learnloop.train.policies import MLPPolicy, RandomPolicy  # noqa: E402
@@ -138,3 +139,53 @@ def test_suite_attempts_are_collected_in_lockstep() -> None:
     assert policy.calls == max(e.length for e in batch.episodes)
     assert policy.rows == 8 * policy.calls
     assert batch.num_steps == sum(e.length for e in batch.episodes)
+
+
+def test_episodes_longer_than_the_first_allocation_keep_every_step() -> None:
+    # 20 steps runs past the first buffer (8 ticks) twice; the 3-step env stops early.
+    collector = RolloutCollector([CountingEnv(20), CountingEnv(3)], seed=0)
+    batch = collector.collect_episodes(RandomPolicy(3), seeds=[0, 1], max_steps=100)
+    assert batch.obs.shape == (20, 2, 2) and batch.num_steps == 23
+    # CountingEnv's observation before step t is (t, 1)
+    assert batch.obs[:, 0, 0].tolist() == list(range(20))
+    assert batch.obs[:3, 1, 0].tolist() == [0, 1, 2]
+    assert batch.valid[:, 0].all() and batch.valid[:, 1].tolist() == [True] * 3 + [False] * 17
+    assert batch.dones[:, 0].tolist() == [0] * 19 + [1]
+    assert batch.rewards[:, 0].sum() == 20 and batch.rewards[3:, 1].sum() == 0
+    assert batch.reward_components["success"].sum() == 23
+    assert [e.length for e in batch.episodes] == [20, 3]
+
+
+def test_episodes_cut_by_max_steps_end_truncated_without_success() -> None:
+    collector = RolloutCollector([CountingEnv(20)], seed=0)
+    batch = collector.collect_episodes(RandomPolicy(3), max_steps=12)
+    (episode,) = batch.episodes
+    assert episode.length == 12 and episode.success is None and episode.total_reward == 12
+    assert batch.dones[:, 0].tolist() == [0] * 11 + [1] and batch.terminated.sum() == 0
+
+
+class BadMaskEnv(CountingEnv):
+    def _info(self) -> dict[str, Any]:
+        return {**super()._info(), "action_mask": np.array([1, 1], np.int8)}
+
+
+def test_an_action_mask_of_the_wrong_length_is_rejected() -> None:
+    collector = RolloutCollector([BadMaskEnv()], seed=0)
+    with pytest.raises(InvalidInputError, match="2 entries for 3 actions"):
+        collector.collect_episodes(RandomPolicy(3))
+
+
+def test_collector_state_resumes_mid_episode_exactly() -> None:
+    straight = RolloutCollector([CountingEnv(3), CountingEnv(5)], seed=0)
+    straight.collect_steps(RandomPolicy(3), 2, generator=torch.Generator().manual_seed(0))
+    state = straight.state_dict()
+    resumed = RolloutCollector([CountingEnv(3), CountingEnv(5)], seed=0)
+    resumed.load_state_dict(state)
+    a = straight.collect_steps(RandomPolicy(3), 4, generator=torch.Generator().manual_seed(1))
+    b = resumed.collect_steps(RandomPolicy(3), 4, generator=torch.Generator().manual_seed(1))
+    # env 0 is at its third step, env 1 at its third of five
+    assert a.obs[:, 0, 0].tolist() == [2, 0, 1, 2] and a.obs[:, 1, 0].tolist() == [2, 3, 4, 0]
+    for name in ("obs", "actions", "rewards", "dones", "action_masks"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert [(e.env_index, e.length) for e in a.episodes] == [(0, 3), (1, 5), (0, 3)]
+    assert [(e.env_index, e.length) for e in b.episodes] == [(0, 3), (1, 5), (0, 3)]
