@@ -74,4 +74,19 @@ def run(args: argparse.Namespace) -> int:
 
         console = Console(highlight=False, markup=False, soft_wrap=True)
         report = run_demo(config, say=console.print)
+        if "ab" in report.stages:
+            _print_experiment(report.store_url, report.stages["ab"]["experiment"])
     return 0
+
+
+def _print_experiment(store_url: str, name: str) -> None:
+    """The A/B result table, as ``learnloop experiment status`` prints it."""
+    from rich.console import Console
+
+    from learnloop.cli.experiment import render_report
+    from learnloop.experiments import Experiments
+    from learnloop.store import open_store
+
+    with open_store(store_url) as store:
+        console = Console(soft_wrap=True, width=max(Console().width, 120))
+        render_report(Experiments(store).status(name), console)

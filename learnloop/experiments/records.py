@@ -278,3 +278,6 @@ def _finish(data: dict[str, Any], status: ExperimentStatus, winner: Arm | None, 
     data["winner"] = winner.value if winner else None
     data["ended_at"] = now
     data["traffic"] = 1.0 if winner is Arm.CANDIDATE else 0.0
+    # A new (empty) stage at the final traffic: the sample-ratio check compares the
+    # current stage's counts with its split, and the old stage ran at another split.
+    data["stage_counts"] = {arm.value: data["arms"][arm.value]["n"] for arm in Arm}

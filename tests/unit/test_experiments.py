@@ -455,6 +455,17 @@ def test_sample_ratio_mismatch_holds_the_rollout(experiments: Experiments) -> No
     assert decision.action is Action.HOLD and "sample ratio mismatch" in decision.reason
 
 
+def test_a_finished_rollout_reports_no_sample_ratio_mismatch(experiments: Experiments) -> None:
+    """The counts of the last stage (at 50%) are not judged against the final 100%."""
+    policy = RolloutPolicy(stages=(0.5, 1.0), min_samples_per_stage=10, min_duration_s=0)
+    experiments.start_rollout("ro", 1, 2, resource="planner", policy=policy)
+    experiments.record_outcomes("ro", "baseline", successes=[True, False] * 100)
+    experiments.record_outcomes("ro", "candidate", successes=[True, False] * 100)
+    assert experiments.step_rollout("ro", now=10.0).action is Action.COMPLETE
+    report = experiments.status("ro")
+    assert report.experiment.traffic == 1.0 and not report.srm
+
+
 def test_step_rollout_refuses_an_ab_test(experiments: Experiments) -> None:
     experiments.start_ab_test("ab", 1, 2, 0.5, resource="planner")
     with pytest.raises(ConfigError, match="not a rollout"):

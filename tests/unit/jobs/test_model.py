@@ -191,3 +191,12 @@ def test_owner_ledger_is_per_month(jobs: JobStore, clock: Clock) -> None:
     clock.now += 40 * 86400  # next month
     assert jobs.owner_spent("ana") == 0.0
     assert jobs.owner_spent("ana", "2023-11") == 1.75
+
+
+def test_live_workers_are_not_requeued_while_starting(jobs: JobStore, clock: Clock) -> None:
+    job_id = _job(jobs)
+    jobs.claim(job_id, "slow-starter")
+    clock.now += 100
+    assert jobs.requeue_stale(stale_after_s=10, max_attempts=3,
+                              alive_workers=frozenset({"slow-starter"})) == []
+    assert jobs.requeue_stale(stale_after_s=10, max_attempts=3) == [job_id]

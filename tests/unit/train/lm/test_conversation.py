@@ -1,0 +1,105 @@
+"""Multi-turn traces on the suite: one growing token sequence, a mask over the model's tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from learnloop.envs.suite import ToolUseSuite
+from learnloop.train.lm.config import SamplingConfig
+from learnloop.train.lm.conversation import (
+    SuiteChat,
+    TokenTrace,
+    TraceBuilder,
+    evaluate_chat,
+    group_tasks,
+    parse_tool,
+)
+from learnloop.train.lm.model import LanguageModel
+
+import pytest
+from learnloop.errors import ConfigError
+
+
+def _multi_step(suite: ToolUseSuite) -> list:
+    return [t for t in suite.train_tasks if len(t.subtasks) >= 3][:4]
+
+
+def test_each_call_sees_the_exact_prefix_of_the_trace(
+    tiny_lm: LanguageModel, suite: ToolUseSuite
+) -> None:
+    chat = SuiteChat(suite, tiny_lm)
+    tasks = _multi_step(suite)
+    # tools always succeed here, so every attempt walks its whole chain of calls
+    always = type(suite).execute
+
+    class Lucky(type(suite)):  # type: ignore[misc]
+        def execute(self, subtask, tool, rng, decision_index=None):  # type: ignore[no-untyped-def]
+            return always(self, subtask, subtask.best_tool, rng, decision_index)
+
+    suite.__class__ = Lucky
+    try:
+        results = chat.run(
+            tasks,
+            SamplingConfig(),
+            generator=torch.Generator().manual_seed(0),
+            rng=np.random.default_rng(0),
+        )
+    finally:
+        suite.__class__ = always.__qualname__ and ToolUseSuite
+    for result in results:
+        trace = result.trace
+        assert trace.num_steps == len(result.task.subtasks) == len(result.completions)
+        for step, completion in enumerate(result.completions):
+            start = len(completion.prompt_ids)
+            end = start + len(completion.completion_ids)
+            assert trace.ids[:start] == completion.prompt_ids  # the prompt is the trace prefix
+            assert trace.ids[start:end] == completion.completion_ids
+            assert trace.step_of_token[start:end] == (step,) * len(completion.completion_ids)
+            assert trace.log_probs[start:end] == completion.log_probs
+        # prompt and tool tokens are outside the mask; model tokens inside
+        masked = [t for t, m in zip(trace.ids, trace.completion_mask, strict=True) if m]
+        assert masked == [t for c in result.completions for t in c.completion_ids]
+        text = tiny_lm.tokenizer.decode(list(trace.ids))
+        assert text.count("<|im_start|>tool") == len(result.task.subtasks) - 1
+
+
+def test_trace_equals_the_template_rendering(tiny_lm: LanguageModel, suite: ToolUseSuite) -> None:
+    chat = SuiteChat(suite, tiny_lm)
+    task = _multi_step(suite)[0]
+    tools = [s.best_tool for s in task.subtasks]
+    trace = chat.demonstration(task, tools)
+    messages = chat.messages(task)
+    for i, tool in enumerate(tools):
+        messages.append({"role": "assistant", "content": tool})
+        if i < len(tools) - 1:
+            messages.append({"role": "tool", "content": f"{tool}: ok"})
+    rendered = tiny_lm.chat_text(messages, add_generation_prompt=False)
+    assert tiny_lm.tokenizer.decode(list(trace.ids)) + "\n" == rendered
+
+
+def test_builder_needs_a_completion_before_a_tool_result(tiny_lm: LanguageModel) -> None:
+    builder = TraceBuilder(tiny_lm, [{"role": "user", "content": "x"}])
+    with pytest.raises(ConfigError, match="completion first"):
+        builder.add_tool_result("ok")
+    with pytest.raises(ConfigError, match="differ in length"):
+        TokenTrace(ids=(1, 2), step_of_token=(-1,), log_probs=(0.0, 0.0))
+
+
+def test_parse_tool() -> None:
+    tools = ("file_read", "web_search")
+    assert parse_tool(" file_read\n", tools) == "file_read"
+    assert parse_tool("I would use `web_search`.", tools) == "web_search"
+    assert parse_tool("file_read or web_search", tools) is None
+    assert parse_tool("read it", tools) is None
+
+
+def test_group_tasks_and_evaluation_counts(tiny_lm: LanguageModel, suite: ToolUseSuite) -> None:
+    tasks = suite.heldout_tasks[:6]
+    assert [t.id for t in group_tasks(tasks[:2], 3)] == [tasks[0].id] * 3 + [tasks[1].id] * 3
+    chat = SuiteChat(suite, tiny_lm)
+    metrics = evaluate_chat(chat, tasks, constrained=True, rank_tools=True)
+    assert metrics["num_episodes"] == 6 and metrics["valid_rate"] == 1.0
+    assert 0.0 <= metrics["success_rate"] <= 1.0 and 0.0 <= metrics["ranked_accuracy"] <= 1.0
+    again = evaluate_chat(chat, tasks, constrained=True, rank_tools=True)
+    assert again == metrics  # greedy, and tool outcomes drawn from the same seed
