@@ -52,7 +52,7 @@ class Connection:
 
     def call(self, method: str, **params: Any) -> Any:
         self.ids += 1
-        status, raw = self.post(json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
+        _, raw = self.post(json.dumps({"jsonrpc": "2.0", "method": method, "params": params,
                                             "id": self.ids}).encode())
         answer = json.loads(raw)
         if "error" in answer:
@@ -62,7 +62,7 @@ class Connection:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 # --- 1. status latency ----------------------------------------------------------------
@@ -247,6 +247,7 @@ def bench_malformed(folder: Path, *, count: int = 1000) -> dict[str, Any]:
                    "training.cancel", "registry.get", "experiments.start", "nope", "", 5]
         well_formed = 0
         kinds: dict[str, int] = {}
+        odd: list[dict[str, Any]] = []
         began = time.perf_counter()
         for i in range(count):
             kind = ["bytes", "types", "params", "huge", "token", "batch"][i % 6]
@@ -284,6 +285,9 @@ def bench_malformed(folder: Path, *, count: int = 1000) -> dict[str, Any]:
                              isinstance(a.get("error", {}).get("code"), int) for a in items):
                 well_formed += 1
                 kinds[kind] = kinds.get(kind, 0) + 1
+            else:
+                odd.append({"kind": kind, "status": status, "sent": body[:200].decode(
+                    errors="replace"), "answer": raw[:300].decode(errors="replace")})
         elapsed = time.perf_counter() - began
         alive = Connection(server.port).call("training.get_status", job_id=job_id)["id"] == job_id
     db = sqlite3.connect(store_path)
@@ -293,7 +297,7 @@ def bench_malformed(folder: Path, *, count: int = 1000) -> dict[str, Any]:
     db.close()
     return {"requests": count, "well_formed_error_answers": well_formed, "by_kind": kinds,
             "seconds": elapsed, "server_still_answers": alive, "integrity_check": integrity,
-            "episodes_in_store": episodes, "jobs_in_store": job_docs,
+            "episodes_in_store": episodes, "jobs_in_store": job_docs, "not_errors": odd[:5],
             "bar": "1,000 well-formed errors, server answering, store intact",
             "pass": well_formed == count and alive and integrity == "ok" and episodes == 20
             and job_docs == 1}

@@ -20,6 +20,7 @@ ALGORITHMS: dict[str, str] = {
     "ppo": "learnloop.cli.train_rl",
     "grpo": "learnloop.cli.train_rl",
     "apo": "learnloop.cli.train_apo",
+    "all": "learnloop.cli.train_apo",
 }
 
 #: ``--mode`` values -> algorithm names.

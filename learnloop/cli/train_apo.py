@@ -17,30 +17,51 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "run_all"]
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register ``apo`` and ``all``; calling it again is a no-op (idempotent)."""
+    existing = getattr(subparsers, "choices", None) or {}
+    if "apo" not in existing:
+        _add_apo(
+            subparsers.add_parser(
+                "apo",
+                help="optimize the LLM agent's prompt (mutations + LLM critique, re-running "
+                "the agent)",
+                description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        )
+    if "all" not in existing:
+        parser = subparsers.add_parser(
+            "all",
+            help="apo, then ppo, into OUTPUT_DIR/apo and OUTPUT_DIR/rl",
+            description="Run 'train apo' with the flags below into OUTPUT_DIR/apo, then "
+            "'train ppo' (defaults, --rl-iterations, the same --seed) into OUTPUT_DIR/rl.",
+        )
+        _add_apo(parser)
+        parser.add_argument(
+            "--rl-iterations", type=int, default=100, help="PPO iterations (default: 100)"
+        )
+        parser.set_defaults(handler=run_all)
+
+
+def _add_apo(parser: argparse.ArgumentParser) -> None:
     from learnloop.cli.flags import add_config_flags
     from learnloop.prompts.optimizer import APOConfig
 
-    parser = subparsers.add_parser(
-        "apo",
-        help="optimize the LLM agent's prompt (mutations + LLM critique, re-running the agent)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     add_config_flags(parser.add_argument_group("search"), APOConfig, prefix="apo")
     parser.add_argument("--output-dir", default=".", help="where the three result files go")
     parser.add_argument(
         "--store",
         default=None,
-        help="store URL for episodes, examples and the registry "
-        "(default: sqlite in --output-dir)",
+        help="store URL for episodes, examples and the registry (default: sqlite in --output-dir)",
     )
     parser.add_argument(
-        "--llm-base-url", default="", help="OpenAI-compatible server URL ending in /v1 "
-        "(default: the embedded SmolLM2)"
+        "--llm-base-url",
+        default="",
+        help="OpenAI-compatible server URL ending in /v1 (default: the embedded SmolLM2)",
     )
     parser.add_argument("--llm-model", default="", help="model name on that server")
     calls = parser.add_mutually_exclusive_group()
@@ -93,9 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     config: APOConfig = config_from_args(APOConfig, args, prefix="apo")
     os.makedirs(args.output_dir, exist_ok=True)
-    url = args.store or "sqlite:///" + os.path.abspath(
-        os.path.join(args.output_dir, "episodes.db")
-    )
+    url = args.store or "sqlite:///" + os.path.abspath(os.path.join(args.output_dir, "episodes.db"))
     suite = ToolUseSuite(SuiteConfig(seed=config.suite_seed))
     console = Console(stderr=True)
     progress = Progress(
@@ -153,3 +172,31 @@ def run(args: argparse.Namespace) -> int:
         f"{result.llm_tokens} tokens, {result.elapsed_s:.1f} s; results in {args.output_dir}"
     )
     return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """``train all``: apo into OUTPUT_DIR/apo, then ppo into OUTPUT_DIR/rl."""
+    import os
+
+    from learnloop.cli.main import main
+
+    root = args.output_dir
+    args.output_dir = os.path.join(root, "apo")
+    code = run(args)
+    if code != 0:
+        return code
+    argv = [
+        "train",
+        "ppo",
+        "--output-dir",
+        os.path.join(root, "rl"),
+        "--iterations",
+        str(args.rl_iterations),
+        "--seed",
+        str(getattr(args, "apo.seed", 0)),
+    ]
+    if args.json:
+        argv.append("--json")
+    if args.no_progress:
+        argv.append("--no-progress")
+    return main(argv)

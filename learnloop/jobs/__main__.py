@@ -1,4 +1,7 @@
-"""``python -m learnloop.jobs run|evaluate ...``: a worker process (see :mod:`learnloop.jobs.worker`)."""
+"""``python -m learnloop.jobs run|evaluate ...``: a worker process.
+
+See :mod:`learnloop.jobs.worker`.
+"""
 
 from learnloop.jobs.worker import main
 

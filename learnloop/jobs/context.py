@@ -59,7 +59,7 @@ class StopRequest:
         return self.kind in (StopKind.PAUSE, StopKind.BUDGET, StopKind.SHUTDOWN)
 
 
-class JobStopped(Exception):  # noqa: N818 - control flow, not an error
+class JobStopped(Exception):
     """Raised inside a runner to unwind at once (cancel); carries the request."""
 
     def __init__(self, request: StopRequest) -> None:

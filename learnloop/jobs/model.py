@@ -359,7 +359,7 @@ class JobStore:
         assert doc is not None
         return doc.data
 
-    def list(
+    def list_jobs(
         self,
         *,
         status: JobStatus | str | None = None,
@@ -546,7 +546,7 @@ class JobStore:
         """
         now = self._clock()
         touched: list[JobId] = []
-        for job in self.list(status=JobStatus.RUNNING):
+        for job in self.list_jobs(status=JobStatus.RUNNING):
             if job.worker_id in alive_workers:
                 continue
             beat = job.heartbeat_at or job.updated_at or job.created_at
@@ -605,7 +605,9 @@ class JobStore:
                 best = data.get("best_score")
                 data["best_score"] = score if best is None else max(best, score)
             if checkpoint is not None:
-                listed = [c for c in data.get("checkpoints") or () if c["path"] != checkpoint["path"]]
+                listed = [
+                    c for c in data.get("checkpoints") or () if c["path"] != checkpoint["path"]
+                ]
                 data["checkpoints"] = [*listed, dict(checkpoint)][-MAX_LISTED_CHECKPOINTS:]
             if spend is not None:
                 data["spend"] = spend.to_dict()

@@ -122,7 +122,9 @@ def default_runners() -> Runners:
 # --- config helpers -------------------------------------------------------------------
 
 
-def config_from_mapping(cls: type[Any], data: Any, where: str, *, exclude: tuple[str, ...] = ()) -> Any:
+def config_from_mapping(
+    cls: type[Any], data: Any, where: str, *, exclude: tuple[str, ...] = ()
+) -> Any:
     """Build frozen config ``cls`` from a JSON object, naming the field on any error.
 
     JSON lists become tuples. Fields in ``exclude`` are set by the job system and
@@ -442,9 +444,9 @@ class BanditRunner:
             rng.bit_generator.state = state["rng"]
             start, best = int(state["iteration"]), state.get("best_score")
         else:
-            selector = ToolSelector(make_policy(config.policy, dim=featurizer.dim, seed=config.seed),
-                                    featurizer=featurizer, tools=suite.tools, seed=config.seed,
-                                    name=config.policy)
+            policy = make_policy(config.policy, dim=featurizer.dim, seed=config.seed)
+            selector = ToolSelector(policy, featurizer=featurizer, tools=suite.tools,
+                                    seed=config.seed, name=config.policy)
             rng = np.random.default_rng(config.seed + 1)
         recorder = None
         if config.record:

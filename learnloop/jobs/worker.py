@@ -491,11 +491,11 @@ class WorkerPool:
             free = self.config.max_workers - len(self._workers)
         if free <= 0:
             return claimed
-        queued = self.jobs.list(status=JobStatus.QUEUED, limit=200)
+        queued = self.jobs.list_jobs(status=JobStatus.QUEUED, limit=200)
         if not queued:
             return claimed
         per_owner: dict[str, int] = {}
-        for job in self.jobs.list(status=JobStatus.RUNNING):
+        for job in self.jobs.list_jobs(status=JobStatus.RUNNING):
             per_owner[job.owner] = per_owner.get(job.owner, 0) + 1
         budgets = self.config.budgets
         for job in queued:

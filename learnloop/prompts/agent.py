@@ -204,8 +204,8 @@ class LLMToolAgent:
         self.suite = suite
         self.config = config if config is not None else AgentConfig()
         self.recorder = recorder
-        self.reward = reward if reward is not None else ToolReward(
-            quality_checks=dict(suite.quality_checks)
+        self.reward = (
+            reward if reward is not None else ToolReward(quality_checks=dict(suite.quality_checks))
         )
         self.tools: Mapping[str, str] = dict(suite.tool_descriptions)
         self.grammar = tool_grammar(list(self.tools))

@@ -136,9 +136,12 @@ def reorder_instructions(template: PromptTemplate, context: MutationContext) -> 
     if not parts:
         return None
     part = parts[int(context.rng.integers(len(parts)))]
-    items = getattr(template, part)
-    order = _shuffled(items, context.rng)
-    changed = replace(template, **{part: tuple(items[i] for i in order)})
+    if part == "instructions":
+        order = _shuffled(template.instructions, context.rng)
+        changed = replace(template, instructions=tuple(template.instructions[i] for i in order))
+    else:
+        order = _shuffled(template.examples, context.rng)
+        changed = replace(template, examples=tuple(template.examples[i] for i in order))
     return Mutation(changed, "reorder_instructions", f"{part} order {order}")
 
 
@@ -164,9 +167,7 @@ def add_example(template: PromptTemplate, context: MutationContext) -> Mutation 
         placement = "chat" if rng.random() < 0.5 else "system"
     elif rng.random() < 0.2:
         placement = "system" if placement == "chat" else "chat"
-    changed = replace(
-        template, examples=(*template.examples, *chosen), example_placement=placement
-    )
+    changed = replace(template, examples=(*template.examples, *chosen), example_placement=placement)
     detail = f"+{len(chosen)} in {placement}: " + ", ".join(e.tool for e in chosen)
     return Mutation(changed, "add_example", detail)
 
@@ -187,12 +188,17 @@ def simplify(template: PromptTemplate, context: MutationContext) -> Mutation | N
         return Mutation(
             replace(template, show_tool_descriptions=False), "simplify", "tool descriptions off"
         )
-    items = getattr(template, option + "s")
-    index = int(context.rng.integers(len(items)))
-    kept = tuple(item for i, item in enumerate(items) if i != index)
-    return Mutation(
-        replace(template, **{option + "s": kept}), "simplify", f"dropped {option} {items[index]}"
-    )
+    if option == "instruction":
+        index = int(context.rng.integers(len(template.instructions)))
+        dropped: object = template.instructions[index]
+        lines = tuple(line for i, line in enumerate(template.instructions) if i != index)
+        changed = replace(template, instructions=lines)
+    else:
+        index = int(context.rng.integers(len(template.examples)))
+        dropped = template.examples[index]
+        kept = tuple(example for i, example in enumerate(template.examples) if i != index)
+        changed = replace(template, examples=kept)
+    return Mutation(changed, "simplify", f"dropped {option} {dropped}")
 
 
 #: The spec's five operators, by name (read-only).
@@ -220,8 +226,8 @@ def examples_from_store(
     For every (task text, tool) the store has attempts of, the reliability is the
     posterior mean success ``(s + 1) / (n + 2)`` (Laplace's rule of succession over
     ``s`` successes in ``n`` attempts); each task gives its most reliable tool, if
-    that tool succeeded at least once. Tasks in ``exclude_tasks`` (held-out ones)
-    are never used.
+    that tool succeeded at least once and no other tool is as reliable (a tie is no
+    clear example). Tasks in ``exclude_tasks`` (held-out ones) are never used.
     """
     counts: dict[tuple[str, str], list[int]] = {}
     excluded = set(exclude_tasks)
@@ -230,18 +236,23 @@ def examples_from_store(
         if episode.task in excluded or not episode.steps:
             continue
         tool = episode.steps[0].tool
-        if tool not in tools:
+        if tool is None or tool not in tools:
             continue
         tally = counts.setdefault((episode.task, tool), [0, 0])
         tally[0] += episode.status is OutcomeStatus.SUCCESS
         tally[1] += 1
-    best: dict[str, tuple[float, str, int]] = {}
-    for (task, tool), (successes, attempts) in sorted(counts.items()):
-        reliability = (successes + 1) / (attempts + 2)
-        if task not in best or reliability > best[task][0]:
-            best[task] = (reliability, tool, successes)
-    ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
-    return [WorkedExample(task=task, tool=tool) for task, (_, tool, s) in ranked if s > 0]
+    per_task: dict[str, list[tuple[float, int, str]]] = {}
+    for (task, tool), (successes, attempts) in counts.items():
+        per_task.setdefault(task, []).append(((successes + 1) / (attempts + 2), successes, tool))
+    ranked: list[tuple[float, str, str]] = []
+    for task, tallies in per_task.items():
+        tallies.sort(reverse=True)
+        reliability, successes, tool = tallies[0]
+        if successes == 0 or (len(tallies) > 1 and tallies[1][0] == reliability):
+            continue  # nothing worked, or two tools tie: no clear example
+        ranked.append((reliability, task, tool))
+    ranked.sort(key=lambda item: (-item[0], item[1]))
+    return [WorkedExample(task=task, tool=tool) for _, task, tool in ranked]
 
 
 _SENTENCE = re.compile(r"^[A-Za-z][^\n]{14,200}$")

@@ -10,9 +10,10 @@ the same batch of training sub-tasks. One generation:
    attempts and its rewrite (:class:`~learnloop.prompts.mutations.CritiqueRewriter`);
    duplicates of a prompt already seen are skipped;
 2. **successive halving** (Jamieson and Talwalkar, 2016; Li et al., Hyperband,
-   2018): all children run on the first ``batch_size / eta`` sub-tasks, the best
-   ``1 / eta`` (at least ``survivors``) go on to the whole batch; results are cached
-   per prompt, so nothing is run twice;
+   2018): all children run on the first ``batch_size / eta**k`` sub-tasks, the best
+   ``1 / eta`` (at least ``survivors``) go on to ``eta`` times more, up to the whole
+   batch (at most three rungs, none under 8 sub-tasks); results are cached per
+   prompt, so nothing is run twice;
 3. **select**: ``beam`` (default) keeps the ``survivors`` best of parents and
    children (``mu + lambda``); ``evolution`` keeps the best children only
    (``mu, lambda``) plus the best prompt ever seen as an elite; ``random`` is the
@@ -100,8 +101,8 @@ class APOConfig:
     """beam (best of parents and children), evolution (best children plus an elite) or random."""
     batch_size: int = 48
     """Training sub-tasks every candidate is compared on (the same ones for all)."""
-    halving_eta: int = 3
-    """Successive halving: a third (1/eta) of the children go on to the whole batch."""
+    halving_eta: int = 2
+    """Successive halving: the best 1/eta of the children go on to the next, doubled, slice."""
     rewrite_share: float = 0.25
     """Share of the children written by the LLM critique of failures (0: operators only)."""
     max_new_examples: int = 4
@@ -126,8 +127,10 @@ class APOConfig:
     """Bootstrap resamples of those intervals."""
     num_workers: int = 2
     """Model calls in flight at once."""
-    explore_tasks: int = 150
+    explore_tasks: int = 80
     """Training sub-tasks explored (every tool tried) when the store holds too few examples."""
+    explore_trials: int = 6
+    """Calls of every tool on each explored sub-task (more: fewer wrong examples)."""
     prompt_name: str = "llm-agent"
     """Registry name the improved prompt is registered under."""
 
@@ -143,6 +146,8 @@ class APOConfig:
             )
         if not 0.0 <= self.rewrite_share <= 1.0:
             raise ConfigError(f"rewrite_share must lie in [0, 1], got {self.rewrite_share!r}")
+        if self.explore_trials < 1:
+            raise ConfigError(f"explore_trials must be >= 1, got {self.explore_trials!r}")
         for name in ("heldout_size", "explore_tasks", "max_new_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -247,12 +252,17 @@ class HeldoutScore:
     """Mean tool reward."""
 
     @classmethod
-    def of(cls, evaluation: Evaluation, rng: np.random.Generator, config: APOConfig) -> HeldoutScore:
-        options = {"rng": rng, "confidence": config.confidence, "num_resamples": config.num_resamples}
+    def of(
+        cls, evaluation: Evaluation, rng: np.random.Generator, config: APOConfig
+    ) -> HeldoutScore:
+        """Scores with percentile-bootstrap intervals (``config.confidence``)."""
+        level, resamples = config.confidence, config.num_resamples
         correct = np.array([a.correct for a in evaluation.attempts], dtype=np.float64)
         return cls(
-            success=bootstrap_mean(evaluation.scores, **options),
-            accuracy=bootstrap_mean(correct, **options),
+            success=bootstrap_mean(
+                evaluation.scores, rng=rng, confidence=level, num_resamples=resamples
+            ),
+            accuracy=bootstrap_mean(correct, rng=rng, confidence=level, num_resamples=resamples),
             sampled_success=evaluation.sampled_success,
             mean_reward=evaluation.mean_reward,
         )
@@ -507,9 +517,7 @@ class APOResult:
         folder.mkdir(parents=True, exist_ok=True)
         files = {
             "best_prompt.txt": self.final.render_text(tools),
-            "all_variants.json": json.dumps(
-                [v.to_dict() for v in self.search.variants], indent=2
-            ),
+            "all_variants.json": json.dumps([v.to_dict() for v in self.search.variants], indent=2),
             "optimization_summary.json": json.dumps(self.summary(), indent=2),
         }
         paths = []
@@ -591,28 +599,36 @@ def optimize_prompt(
         best_eval = base_eval if best == start else checker.evaluate(best, heldout)
         recorder.flush()
         rng = np.random.default_rng(config.seed)
-        options = {"rng": rng, "confidence": config.confidence, "num_resamples": config.num_resamples}
-        difference = paired(base_eval.scores, best_eval.scores, **options)
-        correct = [
+        level, resamples = config.confidence, config.num_resamples
+        difference = paired(
+            base_eval.scores, best_eval.scores, rng=rng, confidence=level, num_resamples=resamples
+        )
+        base_correct, best_correct = (
             np.array([a.correct for a in e.attempts], dtype=np.float64)
             for e in (base_eval, best_eval)
-        ]
-        accuracy_difference = paired(correct[0], correct[1], **options)
+        )
+        accuracy_difference = paired(
+            base_correct, best_correct, rng=rng, confidence=level, num_resamples=resamples
+        )
         significant = best != start and difference.significant
         version = None
         if significant and scratch is None and hasattr(store, "put_document"):
-            version = Registry(store).register_candidate(
-                config.prompt_name,
-                best.to_dict(),
-                source=f"apo:seed={config.seed}",
-                kind="prompt",
-                metadata={
-                    "heldout_success": best_eval.success,
-                    "baseline_success": base_eval.success,
-                    "ci_low": difference.low,
-                },
-                reason=f"held-out success +{100 * difference.difference:.1f} points",
-            ).version
+            version = (
+                Registry(store)
+                .register_candidate(
+                    config.prompt_name,
+                    best.to_dict(),
+                    source=f"apo:seed={config.seed}",
+                    kind="prompt",
+                    metadata={
+                        "heldout_success": best_eval.success,
+                        "baseline_success": base_eval.success,
+                        "ci_low": difference.low,
+                    },
+                    reason=f"held-out success +{100 * difference.difference:.1f} points",
+                )
+                .version
+            )
         totals = [search_meter.totals, heldout_meter.totals]
         return APOResult(
             start=start,
@@ -651,7 +667,13 @@ def _example_pool(
     examples = examples_from_store(store, suite.tools, exclude_tasks=excluded)
     if len(examples) < 2 * len(suite.tools) and config.explore_tasks > 0:
         others = [s for s in train_batch(suite, 10**9, config.seed + 1) if s.text not in excluded]
-        count = explore_tools(suite, others[: config.explore_tasks], recorder, seed=config.seed)
+        count = explore_tools(
+            suite,
+            others[: config.explore_tasks],
+            recorder,
+            trials_per_tool=config.explore_trials,
+            seed=config.seed,
+        )
         recorder.flush()
         logger.info("store had %d examples; recorded %d exploration episodes", len(examples), count)
         examples = examples_from_store(store, suite.tools, exclude_tasks=excluded)

@@ -1,14 +1,14 @@
 """Record and replay model calls: a run reproduced exactly, with no model.
 
-    >>> import os, tempfile
-    >>> from learnloop.prompts.llm import ScriptedLLMClient, user_message
-    >>> path = os.path.join(tempfile.mkdtemp(), "calls.jsonl")
-    >>> live = RecordReplayClient(ScriptedLLMClient(default="file_read"), path, mode="record")
-    >>> request = ChatRequest(messages=[user_message("open notes.txt")])
-    >>> live.complete(request).text
-    'file_read'
-    >>> RecordReplayClient(None, path, mode="replay").complete(request).text
-    'file_read'
+>>> import os, tempfile
+>>> from learnloop.prompts.llm import ScriptedLLMClient, user_message
+>>> path = os.path.join(tempfile.mkdtemp(), "calls.jsonl")
+>>> live = RecordReplayClient(ScriptedLLMClient(default="file_read"), path, mode="record")
+>>> request = ChatRequest(messages=[user_message("open notes.txt")])
+>>> live.complete(request).text
+'file_read'
+>>> RecordReplayClient(None, path, mode="replay").complete(request).text
+'file_read'
 """
 
 from __future__ import annotations

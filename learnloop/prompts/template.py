@@ -118,7 +118,7 @@ class PromptTemplate:
         return messages
 
     def render_text(self, tools: Mapping[str, str]) -> str:
-        """A readable file form: the system prompt, then the chat-turn examples (best_prompt.txt)."""
+        """The prompt as a file (best_prompt.txt): the system prompt, then chat-turn examples."""
         text = self.system_text(tools)
         if self.examples and self.example_placement == "chat":
             turns = [f"user: {e.task}\nassistant: {e.tool}" for e in self.examples]

@@ -134,13 +134,14 @@ def create_app(
     from starlette.routing import Route
 
     from learnloop import __version__
+    from learnloop.server.client import resolve_token
     from learnloop.server.methods import ERROR_CODES, RpcError, RpcMethods, evaluation_argv
     from learnloop.server.metrics import ServerMetrics
     from learnloop.server.openrpc import build_openrpc
     from learnloop.server.schemas import RpcRequest, describe_validation_error
     from learnloop.store import open_store
 
-    token = _check_token(config.token).encode()
+    token = _check_token(resolve_token(config.token)).encode()
     owned = store is None
     the_store: Store = store if store is not None else open_store(config.store)
     runners = runners or default_runners()

@@ -191,7 +191,7 @@ class RpcMethods:
         return out
 
     def list_jobs(self, params: schemas.ListParams) -> dict[str, Any]:
-        found = self.jobs.list(status=params.status, owner=params.owner, job_type=params.type)
+        found = self.jobs.list_jobs(status=params.status, owner=params.owner, job_type=params.type)
         page = found[params.offset : params.offset + params.limit]
         end = params.offset + len(page)
         return {"jobs": [_summary(j) for j in page], "total": len(found),
@@ -260,6 +260,10 @@ class RpcMethods:
                 "next_cursor": params.cursor + len(episodes) if more else None}
 
     def record(self, params: schemas.EpisodesRecordParams) -> dict[str, Any]:
+        if not params.episodes and not params.steps:
+            raise RpcError(ERROR_CODES["invalid_params"],
+                           "params: nothing to record; send episodes (params.episodes) and/or "
+                           "steps (params.steps)", {"field": "params.episodes"})
         dumped = [m.model_dump() for m in params.episodes]
         episodes = {d["id"]: Episode.from_dict(d) for d in dumped}
         bodies = {d["id"]: d for d in dumped}

@@ -59,7 +59,7 @@ class _JobsCollector:
         families: list[Any] = []
         try:
             counts = self._jobs.count_by_status()
-            running = self._jobs.list(status=JobStatus.RUNNING)
+            running = self._jobs.list_jobs(status=JobStatus.RUNNING)
         except Exception:  # a scrape must never crash the server
             logger.exception("could not read jobs for /metrics")
             return

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from learnloop.episode import OutcomeStatus
 from learnloop.jobs.model import JobStatus
-from learnloop.store.jsonl import _EpisodeModel, _StepModel
+from learnloop.store.jsonl import EpisodeModel, StepModel
 
 __all__ = [
     "BudgetModel",
@@ -123,7 +123,7 @@ class StepAppend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     episode_id: str = _ID
-    step: _StepModel
+    step: StepModel
 
 
 class EpisodesRecordParams(BaseModel):
@@ -131,7 +131,7 @@ class EpisodesRecordParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    episodes: list[_EpisodeModel] = Field(default_factory=list, max_length=10_000)
+    episodes: list[EpisodeModel] = Field(default_factory=list, max_length=10_000)
     steps: list[StepAppend] = Field(default_factory=list, max_length=100_000)
 
 

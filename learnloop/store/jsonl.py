@@ -30,7 +30,14 @@ from learnloop.episode import Episode, OutcomeStatus
 from learnloop.errors import InvalidInputError
 from learnloop.store.base import EpisodeQuery, EpisodeStore
 
-__all__ = ["export_jsonl", "import_jsonl", "read_jsonl"]
+__all__ = [
+    "EpisodeModel",
+    "ObservationModel",
+    "StepModel",
+    "export_jsonl",
+    "import_jsonl",
+    "read_jsonl",
+]
 
 
 def _finite(value: float | None) -> float | None:
@@ -39,7 +46,9 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-class _StepModel(BaseModel):
+class StepModel(BaseModel):
+    """An episode step as it arrives from outside (files, remote agents)."""
+
     model_config = ConfigDict(extra="forbid", strict=False)
 
     index: int = Field(ge=0)
@@ -64,7 +73,9 @@ class _StepModel(BaseModel):
     _check_reward = field_validator("reward", "credit", "duration_s")(_finite)
 
 
-class _ObservationModel(BaseModel):
+class ObservationModel(BaseModel):
+    """An observation as it arrives from outside."""
+
     model_config = ConfigDict(extra="forbid")
 
     index: int = Field(ge=0)
@@ -74,7 +85,9 @@ class _ObservationModel(BaseModel):
     observed_at: float = 0.0
 
 
-class _EpisodeModel(BaseModel):
+class EpisodeModel(BaseModel):
+    """An episode as it arrives from outside; convert with ``Episode.from_dict(m.model_dump())``."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
@@ -84,8 +97,8 @@ class _EpisodeModel(BaseModel):
     parent_id: str | None = None
     expected_outcome: dict[str, Any] | None = None
     acceptance_criteria: list[str] = Field(default_factory=list)
-    steps: list[_StepModel] = Field(default_factory=list)
-    observations: list[_ObservationModel] = Field(default_factory=list)
+    steps: list[StepModel] = Field(default_factory=list)
+    observations: list[ObservationModel] = Field(default_factory=list)
     status: OutcomeStatus = OutcomeStatus.IN_PROGRESS
     status_reason: str | None = None
     outcome: dict[str, Any] | None = None
@@ -118,7 +131,7 @@ def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Episode]:
                 f"line {number}: not valid JSON ({exc}); fix or remove it"
             ) from None
         try:
-            model = _EpisodeModel.model_validate(data)
+            model = EpisodeModel.model_validate(data)
         except ValidationError as exc:
             raise InvalidInputError(
                 f"line {number}: not a valid episode: {_describe(exc)}; fix or remove the line"

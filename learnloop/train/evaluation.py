@@ -130,20 +130,15 @@ def evaluate_policy(
         policy.eval()
     try:
         for start in range(0, total, width):
-            seeds: list[int | None] = list(plan.seeds[start : start + width])
-            options = list(plan.options[start : start + width])
-            used = len(seeds)
-            seeds += [None] * (width - used)  # idle environments run a throwaway episode
-            options += [None] * (width - used)
             batch = collector.collect_episodes(
                 policy,
-                seeds=seeds,
-                options=options,
+                seeds=plan.seeds[start : start + width],
+                options=plan.options[start : start + width],
                 max_steps=max_steps,
                 generator=generator,
                 greedy=greedy,
             )
-            episodes.extend(e for e in batch.episodes if e.env_index < used)
+            episodes.extend(batch.episodes)
     finally:
         if was_training and hasattr(policy, "train"):
             policy.train()

@@ -10,7 +10,10 @@ One iteration, in the paper's order::
     for mu epochs: maximize J (eq. 3) with the KL to pi_ref (eq. 4), gradient clipped
 
 No critic: the group is the baseline. Steps whose advantage is zero (groups
-whose attempts all scored the same) are left out of the update.
+whose attempts all scored the same) are left out of the update. An optional
+entropy bonus (``entropy_coef``, not in the paper) keeps the policy sampling
+diverse attempts: once it is nearly deterministic, a group's attempts agree and
+carry no signal.
 
 A *task* is whatever the reset options say: the suite picks one with
 ``{"task_index": i}`` (see :func:`suite_task_sampler`); for any other Gymnasium
@@ -148,7 +151,7 @@ def grpo_update(
         for start in range(0, size, minibatch):
             idx = order[start : start + minibatch]
             log_prob, entropy, _ = policy.evaluate_actions(obs[idx], actions[idx], masks[idx])
-            loss = grpo_loss(
+            policy_loss = grpo_loss(
                 log_prob,
                 old_log_probs[idx],
                 adv[idx],
@@ -156,6 +159,7 @@ def grpo_update(
                 ref_log_prob=None if ref_log_probs is None else ref_log_probs[idx],
                 kl_coef=config.kl_coef,
             )
+            loss = policy_loss
             if config.entropy_coef > 0.0:
                 loss = loss + config.entropy_coef * entropy_loss(entropy)
             optimizer.zero_grad(set_to_none=True)
@@ -163,7 +167,7 @@ def grpo_update(
             torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
-                sums["policy_loss"] += loss.item()
+                sums["policy_loss"] += policy_loss.item()
                 sums["approx_kl"] += approx_kl(log_prob, old_log_probs[idx]).item()
                 sums["clip_fraction"] += clip_fraction(
                     log_prob, old_log_probs[idx], clip_eps=config.clip_eps

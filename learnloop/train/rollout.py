@@ -566,18 +566,22 @@ class RolloutCollector:
         generator: torch.Generator | None = None,
         greedy: bool = False,
     ) -> RolloutBatch:
-        """Reset every environment (``seeds[i]``, ``options[i]``) and run one episode each.
+        """Reset environment i to (``seeds[i]``, ``options[i]``) and run one episode each.
 
-        An episode still running after ``max_steps`` counts as truncated. Ticks after
-        an environment's episode ended are marked invalid in the batch.
+        With K seeds (or options), only the first K environments run (all N by
+        default) and the batch has K columns. An episode still running after
+        ``max_steps`` counts as truncated. Ticks after an environment's episode
+        ended are marked invalid in the batch.
         """
-        n, d, a = self.num_envs, self.encoder.dim, self.num_actions
+        d, a = self.encoder.dim, self.num_actions
+        given = seeds if seeds is not None else options
+        n = self.num_envs if given is None else len(given)
         seeds = list(seeds) if seeds is not None else [None] * n
         options = list(options) if options is not None else [None] * n
-        if len(seeds) != n or len(options) != n:
+        if len(seeds) != len(options) or not 1 <= n <= self.num_envs:
             raise ConfigError(
-                f"collect_episodes needs one seed and one options entry per environment ({n}), "
-                f"got {len(seeds)} and {len(options)}"
+                f"collect_episodes runs 1 to {self.num_envs} episodes with one seed and one "
+                f"options entry each, got {len(seeds)} seeds and {len(options)} options"
             )
         ticks = _Ticks(min(max_steps, 8), n, d, a, all_valid=False)
         self._slots = [

@@ -205,7 +205,7 @@ class SuiteChat:
         self.lm = lm
         self.constrained = constrained
         if describe_tools is None:
-            describe_tools = not lm.name.startswith("tiny")
+            describe_tools = lm.pretrained
         self.describe_tools = describe_tools
         self.constraint = ActionConstraint.from_texts(lm, suite.tools)
 

@@ -346,7 +346,7 @@ class LMGRPO:
         self.policy = LMPolicy(self.lm, len(chat.suite.tools), lm_settings or {})
         self.params = [p for p in self.lm.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=grpo.learning_rate, eps=grpo.adam_eps)
-        self.uses_lora = hasattr(self.lm.model, "disable_adapter")
+        self.uses_lora = hasattr(self.lm.model, "peft_config")
         self.reference: Any = None
         if grpo.kl_coef > 0 and not self.uses_lora:
             self.reference = copy.deepcopy(self.lm.model).eval().requires_grad_(False)
@@ -359,8 +359,12 @@ class LMGRPO:
         if self.reference is not None:
             yield self.reference
         else:
-            with self.lm.model.disable_adapter():
+            adapters = self.lm.model.base_model  # peft's LoraModel
+            adapters.disable_adapter_layers()
+            try:
                 yield self.lm.model
+            finally:
+                adapters.enable_adapter_layers()
 
     def collect(self) -> tuple[list[AttemptResult], list[int]]:
         """One batch of groups: ``tasks_per_iteration`` training tasks, ``group_size`` attempts each."""
@@ -455,7 +459,7 @@ class LMGRPO:
                     updates += 1
                 with torch.no_grad():
                     tokens = batch.completion_mask
-                    sums["policy_loss"] += float(loss)
+                    sums["policy_loss"] += loss.item()
                     sums["approx_kl"] += float(approx_kl(log_probs[tokens], batch.old_log_probs[tokens]))
                     sums["clip_fraction"] += float(
                         clip_fraction(log_probs[tokens], batch.old_log_probs[tokens], clip_eps=grpo.clip_eps)

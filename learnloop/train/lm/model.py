@@ -23,8 +23,10 @@ built the same way for every model.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+_IDENTITY_FILE = "learnloop_model.json"
 _SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 #: Module names that get LoRA adapters, per model family.
@@ -94,9 +97,11 @@ class LanguageModel:
         model: a transformers causal LM (possibly wrapped by peft).
         tokenizer: its fast tokenizer, with a chat template and a pad token.
         name: what the model is called in responses and summaries.
+        pretrained: False for a model trained only here (the tiny one and its
+            descendants): prompts for it stay short, since it reads no instructions.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, pretrained: bool = True) -> None:
         if tokenizer.pad_token_id is None:
             raise ConfigError(
                 f"tokenizer of {name!r} has no pad token; set tokenizer.pad_token first"
@@ -104,6 +109,7 @@ class LanguageModel:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.pretrained = pretrained
 
     @property
     def device(self) -> torch.device:
@@ -180,6 +186,8 @@ class LanguageModel:
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+        identity = {"name": self.name, "pretrained": self.pretrained}
+        (folder / _IDENTITY_FILE).write_text(json.dumps(identity))
         return folder
 
     def __repr__(self) -> str:
@@ -302,7 +310,10 @@ def _apply_lora(model: Any, config: LMConfig) -> Any:
         fan_in_fan_out=family == "gpt2",  # GPT-2 stores projections as Conv1D (in x out)
         task_type="CAUSAL_LM",
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft reads transformers' deprecated ``is_gradient_checkpointing`` while
+        # wrapping; the warning is about peft's code, not about anything we pass.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
         torch.manual_seed(config.seed)
         return peft.get_peft_model(model, lora)
 
@@ -327,11 +338,11 @@ def load_language_model(config: LMConfig, *, corpus: Iterable[str] | None = None
             corpus if corpus is not None else suite_corpus(), vocab_size=config.tiny_vocab
         )
         model = build_tiny_model(tokenizer, config).to(dtype)
-        name = f"tiny-gpt2-{config.tiny_layers}x{config.tiny_hidden}"
+        name, pretrained = f"tiny-gpt2-{config.tiny_layers}x{config.tiny_hidden}", False
     elif config.model == SMOLLM2_MODEL:
         path = find_smollm2_gguf()
         model, tokenizer = _load_pretrained(path.parent, path.name, dtype)
-        name = "SmolLM2-135M-Instruct"
+        name, pretrained = "SmolLM2-135M-Instruct", True
     else:
         folder = Path(config.model).expanduser()
         if not folder.is_dir():
@@ -340,7 +351,11 @@ def load_language_model(config: LMConfig, *, corpus: Iterable[str] | None = None
                 "no hub download is made: save the model with save_pretrained and pass its folder"
             )
         model, tokenizer = _load_pretrained(folder, None, dtype)
-        name = folder.name
+        name, pretrained = folder.name, True
+        identity = folder / _IDENTITY_FILE
+        if identity.is_file():  # a folder this module saved: keep the model's identity
+            data = json.loads(identity.read_text())
+            name, pretrained = str(data.get("name", name)), bool(data.get("pretrained", True))
     model = model.to(device)
     _disable_dropout(model)
     if config.gradient_checkpointing:
@@ -348,6 +363,6 @@ def load_language_model(config: LMConfig, *, corpus: Iterable[str] | None = None
         model.config.use_cache = False
     if config.use_lora:
         model = _apply_lora(model, config)
-    lm = LanguageModel(model, tokenizer, name=name)
+    lm = LanguageModel(model, tokenizer, name=name, pretrained=pretrained)
     logger.info("loaded %r in %.1f s", lm, time.perf_counter() - started)
     return lm

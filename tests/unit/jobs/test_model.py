@@ -57,9 +57,9 @@ def test_final_statuses_allow_no_transition() -> None:
 def test_create_get_list(jobs: JobStore) -> None:
     first, second = _job(jobs, "ana"), _job(jobs, "bo")
     assert jobs.get(first).status is JobStatus.QUEUED
-    assert [j.id for j in jobs.list()] == sorted([first, second])
-    assert [j.id for j in jobs.list(owner="bo")] == [second]
-    assert jobs.list(status="running") == []
+    assert [j.id for j in jobs.list_jobs()] == sorted([first, second])
+    assert [j.id for j in jobs.list_jobs(owner="bo")] == [second]
+    assert jobs.list_jobs(status="running") == []
     with pytest.raises(NotFoundError, match="no job with id 'nope'"):
         jobs.get("nope")
     assert jobs.count_by_status()[JobStatus.QUEUED] == 2

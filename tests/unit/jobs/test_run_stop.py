@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from learnloop.train.config import PPOConfig, RunConfig  # noqa: E402
-from learnloop.train.run import train  # noqa: E402
+from learnloop.train.config import PPOConfig, RunConfig
+from learnloop.train.run import train
 
 
 def _config(tmp: Path, **changes: object) -> RunConfig:

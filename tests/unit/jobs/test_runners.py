@@ -12,18 +12,18 @@ def test_config_from_mapping_names_the_field() -> None:
     assert config_from_mapping(PolicyConfig, {"hidden_sizes": [8, 8]}, "c").hidden_sizes == (8, 8)
     with pytest.raises(ConfigError, match=r"unknown field config.run.itrations; known fields"):
         config_from_mapping(RunConfig, {"itrations": 3}, "config.run")
-    with pytest.raises(ConfigError, match="config.run.iterations must be a number, got 'x'"):
+    with pytest.raises(ConfigError, match=r"config.run.iterations must be a number, got 'x'"):
         config_from_mapping(RunConfig, {"iterations": "x"}, "config.run")
-    with pytest.raises(ConfigError, match="config.run.iterations must be a whole number"):
+    with pytest.raises(ConfigError, match=r"config.run.iterations must be a whole number"):
         config_from_mapping(RunConfig, {"iterations": 2.5}, "config.run")
-    with pytest.raises(ConfigError, match="config.run.record must be true or false"):
+    with pytest.raises(ConfigError, match=r"config.run.record must be true or false"):
         config_from_mapping(RunConfig, {"record": 1}, "config.run")
     with pytest.raises(ConfigError, match=r"config.run: RunConfig.iterations must be > 0"):
         config_from_mapping(RunConfig, {"iterations": 0}, "config.run")
-    with pytest.raises(ConfigError, match="config.run.output_dir is set by the job server"):
+    with pytest.raises(ConfigError, match=r"config.run.output_dir is set by the job server"):
         config_from_mapping(RunConfig, {"output_dir": "x"}, "config.run",
                             exclude=("output_dir",))
-    with pytest.raises(ConfigError, match="must be an object"):
+    with pytest.raises(ConfigError, match=r"must be an object"):
         config_from_mapping(RunConfig, [1], "config.run")
 
 
@@ -35,18 +35,18 @@ def test_rl_prepare_normalizes_and_estimates() -> None:
     assert prepared.config["algo"]["group_size"] == 4
     assert prepared.config["register_as"] == "grpo-policy"
     assert "output_dir" not in prepared.config["run"]
-    with pytest.raises(ConfigError, match="unknown field config.ppo"):
+    with pytest.raises(ConfigError, match=r"unknown field config.ppo"):
         RLRunner("ppo").prepare({"ppo": {}})
-    with pytest.raises(ConfigError, match="config.algo: GRPOConfig.group_size must be >= 2"):
+    with pytest.raises(ConfigError, match=r"config.algo: GRPOConfig.group_size must be >= 2"):
         RLRunner("grpo").prepare({"algo": {"group_size": 1}})
 
 
 def test_bandit_prepare() -> None:
     prepared = BanditRunner().prepare({"decisions": 100, "iterations": 4, "register_as": "tools"})
     assert prepared.total_iterations == 4 and prepared.estimate.rollouts == 100
-    with pytest.raises(ConfigError, match="config.policy 'magic' is unknown"):
+    with pytest.raises(ConfigError, match=r"config.policy 'magic' is unknown"):
         BanditRunner().prepare({"policy": "magic"})
-    with pytest.raises(ConfigError, match="iterations .5. cannot exceed decisions .3."):
+    with pytest.raises(ConfigError, match=r"iterations .5. cannot exceed decisions .3."):
         BanditRunner().prepare({"decisions": 3, "iterations": 5})
 
 
@@ -54,9 +54,9 @@ def test_runner_registry_knows_apo_but_cannot_run_it() -> None:
     runners = default_runners()
     assert runners.types == ("apo", "bandit", "grpo", "ppo")
     assert runners.unavailable_reason("apo") is not None
-    with pytest.raises(JobError, match="'apo' is not available in this build"):
+    with pytest.raises(JobError, match=r"'apo' is not available in this build"):
         runners.get("apo")
-    with pytest.raises(JobError, match="unknown job type 'sft'"):
+    with pytest.raises(JobError, match=r"unknown job type 'sft'"):
         runners.get("sft")
     added = runners.with_runner("apo", BanditRunner())  # one entry adds it later
     assert added.unavailable_reason("apo") is None and isinstance(added.get("apo"), BanditRunner)

@@ -22,6 +22,7 @@ from learnloop.jobs import (
 )
 from learnloop.registry import Registry
 from learnloop.store import SqliteStore
+
 from .fakes import BUDGETS, PRICES, CountingRunner, Gate, runners_with
 
 
@@ -135,7 +136,7 @@ def test_preflight_refuses_what_the_estimate_says_is_too_much(rig: Rig) -> None:
     with pytest.raises(BudgetRefusedError, match=r"estimated cost \$4.0000 exceeds"):
         rig.service.submit("count", {"iterations": 10, "tokens_in": 100_000,
                                      "tokens_out": 100_000}, budget=Budget(max_cost_usd=1.0))
-    assert rig.jobs.list() == []
+    assert rig.jobs.list_jobs() == []
 
 
 def test_owner_monthly_budget(sqlite_store: SqliteStore, tmp_path: Path) -> None:

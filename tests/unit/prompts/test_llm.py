@@ -301,13 +301,24 @@ def test_recording_from_many_threads(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- packaging
 
 
-def test_docstring_examples_run() -> None:
+@pytest.mark.parametrize("module", ["llm", "replay", "usage"])
+def test_docstring_examples_run(module: str) -> None:
     import doctest
+    import importlib
 
-    import learnloop.prompts.llm
-
-    failures, tried = doctest.testmod(learnloop.prompts.llm)
+    failures, tried = doctest.testmod(importlib.import_module(f"learnloop.prompts.{module}"))
     assert tried >= 3 and failures == 0
+
+
+def test_split_modules_keep_the_package_imports() -> None:
+    import learnloop.prompts as prompts
+    from learnloop.errors import BudgetExceededError as FromErrors
+    from learnloop.prompts.replay import RecordReplayClient as FromReplay
+    from learnloop.prompts.usage import MeteredClient as FromUsage
+
+    assert prompts.RecordReplayClient is FromReplay
+    assert prompts.MeteredClient is FromUsage
+    assert prompts.BudgetExceededError is FromErrors
 
 
 def test_importing_prompts_loads_no_optional_dependency() -> None:
@@ -315,7 +326,8 @@ def test_importing_prompts_loads_no_optional_dependency() -> None:
     import sys
 
     code = (
-        "import sys, learnloop.prompts; print(sorted({'openai', 'xllamacpp'} & set(sys.modules)))"
+        "import sys, learnloop.prompts, learnloop.prompts.optimizer, learnloop.cli.train_apo; "
+        "print(sorted({'openai', 'xllamacpp', 'torch'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -26,9 +26,7 @@ from learnloop.prompts.template import PromptTemplate, WorkedExample
 from learnloop.store import SqliteStore
 
 TOOLS = {"file_read": "read a file", "web_search": "search the web", "shell_exec": "run"}
-POOL = tuple(
-    WorkedExample(task=f"task {i} {tool}", tool=tool) for i in range(3) for tool in TOOLS
-)
+POOL = tuple(WorkedExample(task=f"task {i} {tool}", tool=tool) for i in range(3) for tool in TOOLS)
 
 
 def context(seed: int = 0, **fields: object) -> MutationContext:
@@ -96,7 +94,9 @@ def test_add_example_places_first_examples_both_ways_and_runs_dry() -> None:
 
 
 def test_simplify_removes_exactly_one_part() -> None:
-    template = PromptTemplate(instructions=("a.", "b."), examples=POOL[:2], show_tool_descriptions=True)
+    template = PromptTemplate(
+        instructions=("a.", "b."), examples=POOL[:2], show_tool_descriptions=True
+    )
     seen = set()
     for seed in range(30):
         mutation = simplify(template, context(seed))
@@ -153,8 +153,12 @@ def test_examples_from_store_uses_the_rule_of_succession(tmp_path: Path) -> None
 
 def _failure(task: str) -> Attempt:
     return Attempt(
-        task=task, chosen="web_search", best_tool="file_read", success_probability=0.1,
-        success=False, reward=-1.0,
+        task=task,
+        chosen="web_search",
+        best_tool="file_read",
+        success_probability=0.1,
+        success=False,
+        reward=-1.0,
     )
 
 

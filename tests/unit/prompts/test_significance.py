@@ -59,7 +59,9 @@ def test_same_seed_same_interval() -> None:
         ([0.0], [1.0], {"num_resamples": 10}, "num_resamples"),
     ],
 )
-def test_bad_input_names_the_fix(a: list[float], b: list[float], kwargs: dict[str, float], fragment: str) -> None:
+def test_bad_input_names_the_fix(
+    a: list[float], b: list[float], kwargs: dict[str, float], fragment: str
+) -> None:
     with pytest.raises(ConfigError, match=fragment):
         paired_difference(np.array(a), np.array(b), rng=np.random.default_rng(0), **kwargs)  # type: ignore[arg-type]
 

@@ -35,9 +35,7 @@ def test_formula_by_hand(template: PromptTemplate, expected: float) -> None:
 
 def test_optimum_reaches_the_closed_form_probability_on_every_tool() -> None:
     simulator = PromptSensitiveSimulator(SUITE)
-    pool = [
-        WorkedExample(task=f"t{i} {tool}", tool=tool) for i in range(2) for tool in SUITE.tools
-    ]
+    pool = [WorkedExample(task=f"t{i} {tool}", tool=tool) for i in range(2) for tool in SUITE.tools]
     best = simulator.optimum(pool)
     for tool in SUITE.tools:
         assert simulator.probability_right(best, tool) == pytest.approx(0.89)

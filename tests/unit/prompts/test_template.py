@@ -48,10 +48,14 @@ def test_system_placement_and_descriptions_render_in_the_system_prompt() -> None
 
 
 def test_round_trip_and_fingerprint() -> None:
-    template = PromptTemplate(instructions=("a", "b"), examples=EXAMPLES, example_placement="system")
+    template = PromptTemplate(
+        instructions=("a", "b"), examples=EXAMPLES, example_placement="system"
+    )
     again = PromptTemplate.from_dict(template.to_dict())
     assert again == template and again.fingerprint() == template.fingerprint()
-    reordered = PromptTemplate(instructions=("b", "a"), examples=EXAMPLES, example_placement="system")
+    reordered = PromptTemplate(
+        instructions=("b", "a"), examples=EXAMPLES, example_placement="system"
+    )
     assert reordered.fingerprint() != template.fingerprint()
     assert len(template.fingerprint()) == 12
 

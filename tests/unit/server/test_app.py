@@ -14,13 +14,12 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
-from starlette.testclient import TestClient  # noqa: E402
+from jobs.fakes import BUDGETS, CountingRunner, Gate, runners_with
+from starlette.testclient import TestClient
 
-from learnloop.jobs import PoolConfig  # noqa: E402
-from learnloop.server import ServerConfig, create_app  # noqa: E402
-from learnloop.store import SqliteStore  # noqa: E402
-
-from jobs.fakes import BUDGETS, CountingRunner, Gate, runners_with  # noqa: E402
+from learnloop.jobs import PoolConfig
+from learnloop.server import ServerConfig, create_app
+from learnloop.store import SqliteStore
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -147,13 +146,16 @@ def test_job_lifecycle_over_rpc(api: Api) -> None:
     assert started["status"] == "queued" and started["total_iterations"] == 3
     api.wait(job_id, "running")
     gate.set()
-    paused = api.ok("training.pause", job_id=job_id)
+    deadline = time.monotonic() + 10
+    while api.ok("training.get_status", job_id=job_id)["iteration"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    paused = api.ok("training.pause", job_id=job_id)  # the runner waits at iteration 2
     assert paused["requested"] == "pause" and "next iteration boundary" in paused["message"]
-    api.wait(job_id, "paused")
+    gate.set()
+    assert api.wait(job_id, "paused")["iteration"] == 2
     assert api.ok("training.resume", job_id=job_id)["status"] == "queued"
-    for _ in range(3):
-        gate.set()
-        time.sleep(0.05)
+    gate.set()
     done = api.wait(job_id, "completed")
     assert done["iteration"] == 3 and done["registered"]["version"] == 1
     with_metrics = api.ok("training.get_status", job_id=job_id, metrics_limit=2)

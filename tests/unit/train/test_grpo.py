@@ -69,9 +69,45 @@ def test_grpo_update_leaves_weights_alone_when_advantages_are_zero() -> None:
     assert not all(torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
 
 
+def test_entropy_bonus_spreads_a_peaked_policy() -> None:
+    batch = _empty_batch(4, 4, 3, 4)
+    batch.obs[:] = np.random.default_rng(0).normal(size=batch.obs.shape)
+    advantages = np.full((4, 4), 1e-6)  # active steps, next to no policy-gradient signal
+    obs = torch.from_numpy(batch.obs.reshape(-1, 3))
+    entropies = []
+    for entropy_coef in (0.0, 0.5):
+        policy = MLPPolicy(3, 4, value_head=False, seed=0)
+        with torch.no_grad():
+            policy.actor[-1].bias.copy_(torch.tensor([4.0, 0.0, 0.0, 0.0]))
+            batch.log_probs[:] = policy(obs)[:, 0].reshape(4, 4).numpy()  # actions are all 0
+            _, start, _ = policy.evaluate_actions(obs, torch.zeros(16, dtype=torch.long))
+        # logits (4, 0, 0, 0): p = (0.948, 0.0174 x 3), entropy 0.0506 + 0.2115 = 0.262 nats
+        assert float(start.mean()) == pytest.approx(0.262, abs=0.01)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=0.05)
+        config = GRPOConfig(num_epochs=5, entropy_coef=entropy_coef)
+        metrics = grpo_update(
+            policy,
+            optimizer,
+            batch,
+            advantages,
+            config,
+            reference=None,
+            rng=np.random.default_rng(0),
+        )
+        with torch.no_grad():
+            _, entropy, _ = policy.evaluate_actions(obs, torch.zeros(16, dtype=torch.long))
+        entropies.append(float(entropy.mean()))
+        assert abs(metrics["train/policy_loss"]) < 1e-5  # the bonus is not part of it
+    # Adam follows even a tiny positive advantage on action 0: without the bonus the
+    # policy sharpens; with it, it spreads (uniform would be log 4 = 1.39 nats)
+    assert entropies[0] < 0.262 < 0.262 + 0.3 < entropies[1]
+
+
 def test_grpo_config_checks() -> None:
     with pytest.raises(ConfigError, match="group_size"):
         GRPOConfig(group_size=1)
+    with pytest.raises(ConfigError, match="entropy_coef"):
+        GRPOConfig(entropy_coef=-0.1)
     with pytest.raises(ConfigError, match="advantage"):
         GRPOConfig(advantage="both")  # type: ignore[arg-type]
 

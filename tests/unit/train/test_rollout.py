@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from learnloop.episode import OutcomeStatus  # noqa: E402
-from learnloop.errors import InvalidInputError  # noqa: E402
+from learnloop.errors import ConfigError, InvalidInputError  # noqa: E402
 from learnloop.recorder import Recorder  # noqa: E402
 from learnloop.store import open_store  # noqa: E402
 from learnloop.train.policies import MLPPolicy, RandomPolicy  # noqa: E402
@@ -189,3 +189,38 @@ def test_collector_state_resumes_mid_episode_exactly() -> None:
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert [(e.env_index, e.length) for e in a.episodes] == [(0, 3), (1, 5), (0, 3)]
     assert [(e.env_index, e.length) for e in b.episodes] == [(0, 3), (1, 5), (0, 3)]
+
+
+def test_stepping_on_threads_gives_the_same_batch_as_inline() -> None:
+    batches = []
+    for workers in (0, 3):
+        collector = RolloutCollector(
+            [CountingEnv(2), CountingEnv(5), CountingEnv(3, fail_at=2)],
+            seed=0,
+            step_workers=workers,
+        )
+        batches.append(
+            collector.collect_episodes(
+                RandomPolicy(3), seeds=[0, 1, 2], generator=torch.Generator().manual_seed(0)
+            )
+        )
+        collector.close()
+    inline, threaded = batches
+    for name in ("obs", "actions", "rewards", "dones", "terminated", "valid"):
+        assert np.array_equal(getattr(inline, name), getattr(threaded, name)), name
+    assert [(e.length, e.error is None) for e in threaded.episodes] == [
+        (2, True),
+        (5, True),
+        (2, False),
+    ]
+    assert threaded.episodes == inline.episodes
+
+
+def test_fewer_episodes_than_environments_run_on_the_first_ones() -> None:
+    collector = RolloutCollector([CountingEnv(2), CountingEnv(4), CountingEnv(6)], seed=0)
+    batch = collector.collect_episodes(RandomPolicy(3), seeds=[0, 1])
+    assert batch.obs.shape == (4, 2, 2) and [e.length for e in batch.episodes] == [2, 4]
+    with pytest.raises(ConfigError, match="1 to 3 episodes"):
+        collector.collect_episodes(RandomPolicy(3), seeds=[0, 1, 2, 3])
+    with pytest.raises(ConfigError, match="2 seeds and 1 options"):
+        collector.collect_episodes(RandomPolicy(3), seeds=[0, 1], options=[None])

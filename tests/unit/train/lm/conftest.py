@@ -33,7 +33,10 @@ def _tiny_base() -> LanguageModel:
 def tiny_lm(_tiny_base: LanguageModel) -> LanguageModel:
     """A fresh copy of the tiny model (tests may train it)."""
     return LanguageModel(
-        copy.deepcopy(_tiny_base.model), _tiny_base.tokenizer, name=_tiny_base.name
+        copy.deepcopy(_tiny_base.model),
+        _tiny_base.tokenizer,
+        name=_tiny_base.name,
+        pretrained=_tiny_base.pretrained,
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from learnloop.envs.suite import ToolUseSuite
+from learnloop.envs.suite import SuiteConfig, ToolUseSuite
+from learnloop.errors import ConfigError
 from learnloop.train.lm.config import SamplingConfig
 from learnloop.train.lm.conversation import (
     SuiteChat,
@@ -17,36 +19,30 @@ from learnloop.train.lm.conversation import (
 )
 from learnloop.train.lm.model import LanguageModel
 
-import pytest
-from learnloop.errors import ConfigError
-
 
 def _multi_step(suite: ToolUseSuite) -> list:
     return [t for t in suite.train_tasks if len(t.subtasks) >= 3][:4]
 
 
-def test_each_call_sees_the_exact_prefix_of_the_trace(
-    tiny_lm: LanguageModel, suite: ToolUseSuite
-) -> None:
-    chat = SuiteChat(suite, tiny_lm)
-    tasks = _multi_step(suite)
-    # tools always succeed here, so every attempt walks its whole chain of calls
-    always = type(suite).execute
-
-    class Lucky(type(suite)):  # type: ignore[misc]
-        def execute(self, subtask, tool, rng, decision_index=None):  # type: ignore[no-untyped-def]
-            return always(self, subtask, subtask.best_tool, rng, decision_index)
-
-    suite.__class__ = Lucky
-    try:
-        results = chat.run(
-            tasks,
-            SamplingConfig(),
-            generator=torch.Generator().manual_seed(0),
-            rng=np.random.default_rng(0),
+def test_each_call_sees_the_exact_prefix_of_the_trace(tiny_lm: LanguageModel) -> None:
+    # every tool always succeeds, so every attempt walks its whole chain of calls
+    certain = ToolUseSuite(
+        SuiteConfig(
+            seed=0,
+            num_tasks=100,
+            best_success=(1.0, 1.0),
+            second_success=(1.0, 1.0),
+            other_success=(1.0, 1.0),
         )
-    finally:
-        suite.__class__ = always.__qualname__ and ToolUseSuite
+    )
+    chat = SuiteChat(certain, tiny_lm)
+    results = chat.run(
+        _multi_step(certain),
+        SamplingConfig(),
+        generator=torch.Generator().manual_seed(0),
+        rng=np.random.default_rng(0),
+    )
+    assert results and all(r.success for r in results)
     for result in results:
         trace = result.trace
         assert trace.num_steps == len(result.task.subtasks) == len(result.completions)

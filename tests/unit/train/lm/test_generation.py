@@ -67,7 +67,10 @@ def test_without_mask_positions_the_gap_is_large(tiny_lm: LanguageModel) -> None
     """GPT-2's absolute positions: ignoring left padding shifts every score (why positions matter)."""
     prompts = [tiny_lm.chat_ids(m) for m in MESSAGES]
     completions = generate(
-        tiny_lm, prompts, SamplingConfig(max_new_tokens=12), generator=torch.Generator().manual_seed(0)
+        tiny_lm,
+        prompts,
+        SamplingConfig(max_new_tokens=12),
+        generator=torch.Generator().manual_seed(0),
     )
     ids, mask, target = _completion_targets(tiny_lm, completions)
     with torch.no_grad():
@@ -136,7 +139,8 @@ def test_stop_string_cuts_the_text(tiny_lm: LanguageModel) -> None:
     )
     stop = free.text[2:4]
     seed = next(
-        s for s in range(20)
+        s
+        for s in range(20)
         if generate(tiny_lm, [prompt], config, generator=torch.Generator().manual_seed(s))[0].text
         == free.text
     )

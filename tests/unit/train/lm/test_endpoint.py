@@ -1,0 +1,113 @@
+"""The OpenAI-compatible policy endpoint, through the official openai SDK."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+
+from learnloop.recorder import Recorder
+from learnloop.store import SqliteStore
+from learnloop.train.lm.endpoint import EPISODE_HEADER, PolicyServer, PolicyService, episode_traces
+from learnloop.train.lm.grpo_lm import collate_traces
+from learnloop.train.lm.model import LanguageModel
+
+MESSAGES = [{"role": "system", "content": "Answer with a tool name."},
+            {"role": "user", "content": "Read the file notes.txt"}]
+
+
+@pytest.fixture
+def served(tiny_lm: LanguageModel, tmp_path: Path) -> Iterator[tuple[PolicyServer, SqliteStore, Recorder]]:
+    store = SqliteStore(tmp_path / "e.db")
+    recorder = Recorder(store)
+    with PolicyServer(PolicyService(tiny_lm, recorder=recorder, model_name="policy")) as server:
+        yield server, store, recorder
+    recorder.close()
+    store.close()
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_plain_and_streaming_calls_are_captured_with_their_tokens(
+    served: tuple[PolicyServer, SqliteStore, Recorder], tiny_lm: LanguageModel
+) -> None:
+    server, store, recorder = served
+    client = openai.OpenAI(base_url=server.episode_url("ep-1"), api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["policy"]
+    plain = client.chat.completions.create(
+        model="policy", messages=MESSAGES, max_tokens=6, seed=3, logprobs=True
+    )
+    captured = plain.model_extra["learnloop"]
+    assert plain.choices[0].finish_reason in ("stop", "length")
+    assert plain.usage.completion_tokens == len(captured["completion_token_ids"]) <= 6
+    assert captured["prompt_token_ids"] == tiny_lm.chat_ids(MESSAGES)
+    assert [t.logprob for t in plain.choices[0].logprobs.content] == captured["completion_logprobs"]
+
+    stream = client.chat.completions.create(
+        model="policy", messages=MESSAGES, stream=True, seed=3,
+        extra_body={"allowed_completions": ["file_read", "web_search"]},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text in ("file_read", "web_search")
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    last = chunks[-1].model_extra["learnloop"]
+
+    status, body = _post(server.base_url[: -len("/v1")] + "/episodes/ep-1/complete", {"reward": 1.0})
+    assert status == 200 and body == {"episode_id": "ep-1", "status": "success", "num_steps": 2}
+    recorder.flush()
+    episode = store.get_episode("ep-1")
+    assert episode.task == "Read the file notes.txt" and episode.terminal_reward == 1.0
+    # the trainer's tokens are exactly the ones the client was given
+    traces = episode_traces(episode)
+    for trace, seen in zip(traces, (captured, last), strict=True):
+        assert list(trace.ids) == seen["prompt_token_ids"] + seen["completion_token_ids"]
+        masked = [t for t, m in zip(trace.ids, trace.completion_mask, strict=True) if m]
+        assert masked == seen["completion_token_ids"]
+        assert [x for x, m in zip(trace.log_probs, trace.completion_mask, strict=True) if m] == \
+            pytest.approx(seen["completion_logprobs"])
+    batch = collate_traces(traces, [[1.0], [1.0]], pad_id=tiny_lm.pad_token_id)
+    assert int(batch.completion_mask.sum()) == sum(len(s["completion_token_ids"]) for s in (captured, last))
+
+
+def test_episode_id_from_the_header_and_uncaptured_calls(
+    served: tuple[PolicyServer, SqliteStore, Recorder],
+) -> None:
+    server, store, recorder = served
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    anonymous = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=3)
+    assert anonymous.model_extra["learnloop"]["episode_id"] is None
+    tagged = client.chat.completions.create(
+        model="policy", messages=MESSAGES, max_tokens=3, extra_headers={EPISODE_HEADER: "ep-h"}
+    )
+    assert tagged.model_extra["learnloop"]["episode_id"] == "ep-h"
+    assert recorder.is_open("ep-h") and recorder.get("ep-h").steps[0].completion_token_ids
+
+
+def test_bad_requests_get_openai_style_errors(
+    served: tuple[PolicyServer, SqliteStore, Recorder],
+) -> None:
+    server, _, _ = served
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model="policy", messages=[])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="policy", messages=MESSAGES, n=2)
+    status, body = _post(server.base_url[: -len("/v1")] + "/episodes/nope/complete", {"reward": 1})
+    assert status == 400 and "not open" in body["error"]["message"]
