@@ -11,6 +11,11 @@ prompts with their intervals, LLM calls and wall time. Every call is recorded;
 ``--check-replay`` then reruns the whole optimization from the recording with no
 server and checks that the final prompt and every score are identical.
 
+``structures``: how much the agent's held-out success depends on the prompt: fixed
+prompt structures built from the same explored worked examples (bare; tool
+descriptions; one example per tool, shuffled, as chat turns or in the system
+prompt; two per tool; eight), each run on the same held-out sub-tasks.
+
 ``simulator``: the search quality on the documented prompt-sensitive simulator
 (:mod:`learnloop.prompts.simulator`, not a model): for 10 seeds, held-out success
 of beam, evolution and random mutation at the same number of agent runs, as a
@@ -18,13 +23,16 @@ share of the simulator's known optimum.
 
     .venv/bin/python benchmarks/bench_apo.py                        # the real model
     .venv/bin/python benchmarks/bench_apo.py --check-replay --json
+    .venv/bin/python benchmarks/bench_apo.py structures --heldout-size 80
     .venv/bin/python benchmarks/bench_apo.py simulator
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import sys
 import tempfile
 import time
@@ -36,10 +44,12 @@ import numpy as np
 
 from learnloop.envs import SuiteConfig, ToolUseSuite
 from learnloop.prompts import LocalModelConfig, LocalModelServer, RecordReplayClient
+from learnloop.prompts.agent import AgentConfig, LLMToolAgent
 from learnloop.prompts.mutations import MutationContext
 from learnloop.prompts.optimizer import (
     APOConfig,
     APOResult,
+    example_pool,
     heldout_subtasks,
     optimize_prompt,
     search_prompts,
@@ -55,7 +65,6 @@ def real_config(args: argparse.Namespace) -> APOConfig:
         population=args.population,
         batch_size=args.batch_size,
         heldout_size=args.heldout_size,
-        max_new_examples=8,
         rewrite_share=0.15,
         budget_calls=args.budget_calls,
         seed=args.seed,
@@ -94,6 +103,63 @@ def bench_real(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def structures(pool: Sequence[WorkedExample], seed: int) -> dict[str, PromptTemplate]:
+    """The fixed prompt structures compared by ``structures``."""
+    first: dict[str, WorkedExample] = {}
+    pairs: dict[str, list[WorkedExample]] = {}
+    for example in pool:
+        first.setdefault(example.tool, example)
+        pairs.setdefault(example.tool, []).append(example)
+    per_tool = list(first.values())
+    shuffled = tuple(per_tool[i] for i in np.random.default_rng(seed).permutation(len(per_tool)))
+    two = [v[:2] for v in pairs.values() if len(v) >= 2]
+    interleaved = tuple(e for pair in zip(*two, strict=False) for e in pair)
+    base = PromptTemplate()
+    return {
+        "bare (the default start)": base,
+        "tool descriptions": PromptTemplate(show_tool_descriptions=True),
+        "1 per tool, chat turns": PromptTemplate(examples=shuffled),
+        "1 per tool, system prompt": PromptTemplate(examples=shuffled, example_placement="system"),
+        "1 per tool, chat + descriptions": PromptTemplate(
+            examples=shuffled, show_tool_descriptions=True
+        ),
+        "2 per tool, chat turns": PromptTemplate(examples=interleaved),
+        "2 per tool, system prompt": PromptTemplate(
+            examples=interleaved, example_placement="system"
+        ),
+        "8 examples, chat turns": PromptTemplate(examples=shuffled[:8]),
+    }
+
+
+def bench_structures(args: argparse.Namespace) -> dict[str, Any]:
+    from learnloop.recorder import Recorder
+    from learnloop.store import SqliteStore
+
+    suite = ToolUseSuite(SuiteConfig(seed=0))
+    heldout = heldout_subtasks(suite, args.heldout_size)
+    with tempfile.TemporaryDirectory() as folder:
+        store = SqliteStore(os.path.join(folder, "episodes.db"))
+        with Recorder(store) as recorder:
+            batch = train_batch(suite, args.batch_size, args.seed)
+            pool = example_pool(APOConfig(seed=args.seed), suite, store, recorder, batch, heldout)
+        store.close()
+    rows = {}
+    with LocalModelServer(LocalModelConfig(num_slots=args.slots)) as server:
+        with server.client() as client:
+            agent = LLMToolAgent(client, suite, AgentConfig(num_workers=2, seed=args.seed))
+            for name, template in structures(pool, args.seed).items():
+                started = time.perf_counter()
+                evaluation = agent.evaluate(template, heldout)
+                rows[name] = {
+                    **evaluation.summary(),
+                    "wall_s": time.perf_counter() - started,
+                    "top_answers": collections.Counter(
+                        a.chosen for a in evaluation.attempts
+                    ).most_common(3),
+                }
+    return {"num_heldout": len(heldout), "num_examples": len(pool), "rows": rows}
+
+
 def bench_simulator(runs: int, seeds: int) -> dict[str, Any]:
     suite = ToolUseSuite(SuiteConfig(seed=0, num_tasks=600))
     start = PromptTemplate(
@@ -115,7 +181,7 @@ def bench_simulator(runs: int, seeds: int) -> dict[str, Any]:
         for selection in ("beam", "evolution", "random"):
             config = APOConfig(
                 generations=10**6,
-                selection=selection,  # type: ignore[arg-type]
+                selection=selection,
                 budget_agent_runs=runs,
                 seed=seed,
                 rewrite_share=0.0,
@@ -137,12 +203,14 @@ def bench_simulator(runs: int, seeds: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", default="real", choices=["real", "simulator"])
-    parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--population", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "what", nargs="?", default="real", choices=["real", "structures", "simulator"]
+    )
+    parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=36)
     parser.add_argument("--heldout-size", type=int, default=160)
-    parser.add_argument("--budget-calls", type=int, default=None)
+    parser.add_argument("--budget-calls", type=int, default=1000, help="LLM calls of the search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slots", type=int, default=2, help="llama.cpp slots of the server")
     parser.add_argument("--check-replay", action="store_true")
@@ -167,6 +235,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{report['beam_beats_random']}/10 seeds (evolution "
                 f"{report['evolution_beats_random']}/10)"
             )
+        return 0
+
+    if args.what == "structures":
+        report = bench_structures(args)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(
+                f"{report['num_heldout']} held-out sub-tasks, 14 tools, worked examples from "
+                f"{report['num_examples']} explored tasks"
+            )
+            print(f"{'prompt':<34} {'success':>8} {'accuracy':>8} {'s':>5}  top answers")
+            for name, row in report["rows"].items():
+                print(
+                    f"{name:<34} {row['success']:>8.3f} {row['accuracy']:>8.3f} "
+                    f"{row['wall_s']:>5.0f}  {row['top_answers']}"
+                )
         return 0
 
     report = bench_real(args)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from learnloop.train.config import PPOConfig
-from learnloop.train.policies import MLPPolicy
+from learnloop.train.policies import MLPPolicy, PolicyOutput
 from learnloop.train.ppo import PPO, ppo_advantages, ppo_update
 from learnloop.train.rollout import RolloutCollector, _concat
 from learnloop.train.run import make_envs
@@ -120,42 +120,105 @@ class LatencyWrapper(gym.Wrapper):  # type: ignore[type-arg]
         return self.env.step(action)
 
 
-def _replay_s(envs: list[Any], seeds: list[int], options: list[Any], batch: Any) -> float:
-    """Seconds the environments alone take to replay a batch's episodes (same actions)."""
+def _replay_s(envs: list[Any], seeds: list[int], options: list[Any], actions: Any) -> float:
+    """Seconds the environments alone take to replay episodes (same seeds and actions).
+
+    ``actions`` is the batch's actions with -1 where the tick was not valid.
+    """
     started = time.perf_counter()
     for i, env in enumerate(envs):
         env.reset(seed=seeds[i], options=options[i])
-        for t in range(batch.actions.shape[0]):
-            if batch.valid[t, i]:
-                env.step(int(batch.actions[t, i]))
+        for action in actions[:, i].tolist():
+            if action >= 0:
+                env.step(action)
     return time.perf_counter() - started
+
+
+class CannedEnv(gym.Env):  # type: ignore[type-arg]
+    """Replays one recorded suite reset and step at no cost: 2-step episodes."""
+
+    def __init__(self, source: Any) -> None:
+        self.observation_space, self.action_space = source.observation_space, source.action_space
+        self.first = source.reset(seed=0, options={"task_index": 5})
+        self.next = source.step(0)
+        self.t = 0
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+        self.t = 0
+        return self.first
+
+    def step(self, action: Any) -> Any:
+        self.t += 1
+        obs, reward, _, truncated, info = self.next
+        return obs, reward, self.t >= 2, truncated, info
+
+
+class FixedPolicy:
+    """Always action 0, at no cost: leaves the collector's own work to time."""
+
+    def __init__(self, num_actions: int) -> None:
+        self.num_actions = num_actions
+        self.zeros = {n: torch.zeros(n, dtype=torch.int64) for n in (1, 8)}
+        self.log_probs = {n: torch.zeros(n) for n in (1, 8)}
+
+    def act(self, obs: Any, action_mask: Any = None, **_: Any) -> Any:
+        n = obs.shape[0]
+        return PolicyOutput(actions=self.zeros[n], log_probs=self.log_probs[n], values=None)
+
+
+def collector_overhead_us(repeats: int) -> dict[str, float]:
+    """Microseconds the collector itself spends on 1 and 8 two-step episodes."""
+    source = make_envs("learnloop/ToolUse-v0", 1)[0]
+    out = {}
+    for width in (1, 8):
+        collector = RolloutCollector([CannedEnv(source) for _ in range(width)])
+        policy = FixedPolicy(collector.num_actions)
+        times = []
+        for k in range(repeats):
+            started = time.perf_counter()
+            collector.collect_episodes(policy, seeds=[k] * width)
+            times.append(time.perf_counter() - started)
+        out[f"collector_only_{width}x2_steps_us_median"] = 1e6 * statistics.median(times)
+    return out
 
 
 def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, float]:
     """Collecting 8 suite trajectories in lockstep vs one, and the environments' share.
 
-    Each repetition picks a task; one environment attempts it, then 8 attempt it
-    together (one batched forward pass per tick). The same episodes are then
-    replayed on the bare environments (same seeds and actions) to split the time
-    into environment steps and everything else (policy forward, collector).
-    Last, the same with every step waiting ``latency_s`` (a tool calling a
-    service): inline vs on 8 threads (``step_workers=8``).
+    Repetition k runs task k: one environment attempts it, and 8 environments
+    attempt it together (one batched forward pass per tick), in alternating blocks
+    of 50 repetitions so each loop runs in a steady state, as in training, while
+    both see the same machine load.
+    The same episodes are then replayed on the bare environments (same seeds and
+    actions) to split the time into environment steps and everything else (policy
+    forward, collector). Last, the same with every step waiting ``latency_s`` (a
+    tool calling a service): inline vs on 8 threads (``step_workers=8``).
     """
     envs = make_envs("learnloop/ToolUse-v0", 8)
     policy = MLPPolicy(envs[0].observation_space.shape[0], int(envs[0].action_space.n), seed=0)
     policy.eval()
-    single, eight = RolloutCollector(envs[:1]), RolloutCollector(envs)
-    rows: dict[str, list[float]] = {k: [] for k in ("one", "eight", "env_one", "env_eight")}
-    for k in range(repeats):
-        options = [{"task_index": k % 100}] * 8
-        for width, collector, key in ((1, single, "one"), (8, eight, "eight")):
-            generator = torch.Generator().manual_seed(k)
-            started = time.perf_counter()
-            batch = collector.collect_episodes(
-                policy, seeds=[k] * width, options=options[:width], generator=generator
-            )
-            rows[key].append(time.perf_counter() - started)
-            rows[f"env_{key}"].append(_replay_s(envs[:width], [k] * width, options, batch))
+    collectors = {"one": RolloutCollector(envs[:1]), "eight": RolloutCollector(envs)}
+    rows: dict[str, list[float]] = {key: [] for key in ("one", "eight", "env_one", "env_eight")}
+    played: dict[str, list[Any]] = {"one": [], "eight": []}
+    block = 50  # alternate blocks: both loops see the same load, each in a steady state
+    for first in range(0, repeats, block):
+        for key, collector in collectors.items():
+            width = collector.num_envs
+            for k in range(first, min(first + block, repeats)):
+                generator = torch.Generator().manual_seed(k)
+                options = [{"task_index": k % 100}] * width
+                started = time.perf_counter()
+                batch = collector.collect_episodes(
+                    policy, seeds=[k] * width, options=options, generator=generator
+                )
+                rows[key].append(time.perf_counter() - started)
+                played[key].append(np.where(batch.valid, batch.actions, -1))
+    for first in range(0, repeats, block):
+        for key, width in (("one", 1), ("eight", 8)):
+            rows[f"env_{key}"] += [
+                _replay_s(envs[:width], [k] * width, [{"task_index": k % 100}] * width, actions)
+                for k, actions in enumerate(played[key][first : first + block], start=first)
+            ]
     median = {key: statistics.median(values[repeats // 10 :]) for key, values in rows.items()}
     slow = [LatencyWrapper(env, latency_s) for env in make_envs("learnloop/ToolUse-v0", 8)]
     io_rows: dict[str, list[float]] = {"io_one": [], "io_eight_inline": [], "io_eight_threads": []}
@@ -185,6 +248,7 @@ def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, f
     out["collect_io_ratio_threads_over_one"] = statistics.median(
         io_rows["io_eight_threads"]
     ) / statistics.median(io_rows["io_one"])
+    out.update(collector_overhead_us(repeats))
     return out
 
 

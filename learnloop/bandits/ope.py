@@ -224,7 +224,10 @@ class _RidgeRewardModel:
         for a in range(num_tools):
             mask = tools == a
             x, r = features[mask], rewards[mask] - prior
-            self.theta[a] = np.linalg.solve(x.T @ x + ridge * np.eye(d), x.T @ r)
+            if x.shape[0] < d:  # same solution from the n x n system: X^T (X X^T + lambda I)^-1 r
+                self.theta[a] = x.T @ np.linalg.solve(x @ x.T + ridge * np.eye(x.shape[0]), r)
+            else:
+                self.theta[a] = np.linalg.solve(x.T @ x + ridge * np.eye(d), x.T @ r)
         self.prior = prior
 
     def predict(self, features: Floats) -> Floats:

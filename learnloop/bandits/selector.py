@@ -50,6 +50,7 @@ from learnloop.errors import ConfigError, InvalidInputError, ToolError
 
 __all__ = [
     "POLICIES",
+    "heldout_success",
     "Choice",
     "SharedPolicyState",
     "ToolSelector",
@@ -389,3 +390,18 @@ class ToolSelector:
         for key, rows in data.get("stats", {}).items():
             selector._stats[key] = np.asarray(rows, dtype=np.float64)
         return selector
+
+
+def heldout_success(selector: Any, suite: Any) -> float:
+    """Expected success on the suite's held-out split: the mean over held-out sub-tasks
+    of sum_a pi(a|x) p(x, a), with the policy's choice probabilities pi and the suite's
+    true success probabilities p (no sampling noise)."""
+    total, count = 0.0, 0
+    for task in suite.heldout_tasks:
+        for sub in task.subtasks:
+            probabilities = selector.probabilities(sub.text)
+            total += sum(
+                p * suite.success_probability(sub, tool) for tool, p in probabilities.items()
+            )
+            count += 1
+    return total / max(count, 1)

@@ -23,7 +23,9 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--model", default="smollm2", help="tiny, smollm2 or a local model folder (default: smollm2)"
+        "--model",
+        default="smollm2",
+        help="tiny, smollm2 or a local model folder (default: smollm2)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0: any)")

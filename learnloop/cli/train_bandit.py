@@ -50,19 +50,6 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def heldout_success(selector: Any, suite: Any) -> float:
-    """Expected success on the held-out split: mean over sub-tasks of sum_a pi(a|x) p(x, a)."""
-    total, count = 0.0, 0
-    for task in suite.heldout_tasks:
-        for sub in task.subtasks:
-            probabilities = selector.probabilities(sub.text)
-            total += sum(
-                p * suite.success_probability(sub, tool) for tool, p in probabilities.items()
-            )
-            count += 1
-    return total / max(count, 1)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     import os
@@ -70,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from learnloop.bandits import ToolSelector, make_policy
-    from learnloop.bandits.selector import default_featurizer
+    from learnloop.bandits.selector import default_featurizer, heldout_success
     from learnloop.envs import SuiteConfig, ToolUseSuite
     from learnloop.errors import ConfigError
 

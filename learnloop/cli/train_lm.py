@@ -17,7 +17,7 @@ __all__ = ["LM_GRPO_DEFAULTS", "add_lm_flags", "run_lm"]
 
 #: GRPOConfig values used for a language model when the flag is not given.
 LM_GRPO_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 1e-3,
+    "learning_rate": 3e-4,
     "num_epochs": 2,
     "minibatch_size": 32,
     "max_grad_norm": 1.0,
@@ -114,8 +114,13 @@ def run_lm(args: argparse.Namespace) -> int:
                 progress.update(task, completed=done, status=status)
 
             result = train_lm(
-                run_config, grpo, lm_config, lm_grpo,
-                store=store, recorder=recorder, on_iteration=on_iteration,
+                run_config,
+                grpo,
+                lm_config,
+                lm_grpo,
+                store=store,
+                recorder=recorder,
+                on_iteration=on_iteration,
             )
     finally:
         recorder.close()

@@ -73,6 +73,10 @@ _SLOT = re.compile(r"\{(\w+)\}")
 _MAX_ATTEMPTS = 200
 
 
+#: Texts whose features ToolUseSuite.featurize keeps (the suite has a few thousand).
+_FEATURE_CACHE_SIZE = 100_000
+
+
 def _check_range(name: str, bounds: tuple[float, float]) -> None:
     low, high = bounds
     if not 0.0 <= low <= high <= 1.0:
@@ -239,6 +243,7 @@ class ToolUseSuite:
         self._specs = {spec.name: spec for spec in TASK_TYPES}
         self._mean_duration = np.array([tool.expected_duration_s for tool in TOOLS])
         self._featurizer = TextFeaturizer(self.config.feature_dim)
+        self._feature_cache: dict[str, np.ndarray] = {}
 
         rng = np.random.default_rng(self.config.seed)
         self._success = self._draw_success(rng)
@@ -367,9 +372,28 @@ class ToolUseSuite:
             probability=probability,
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The feature cache is rebuilt on demand; pickled environments (training
+        # checkpoints) would otherwise carry megabytes of it.
+        state = dict(self.__dict__)
+        state["_feature_cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def featurize(self, text: str) -> np.ndarray:
-        """Hashed bag-of-words + bigram features of ``text`` (float32, ``(feature_dim,)``)."""
-        return self._featurizer(text)
+        """Hashed bag-of-words + bigram features of ``text`` (float32, ``(feature_dim,)``).
+
+        The suite's texts repeat (every attempt at a task re-reads it), so features
+        are cached per text, up to ``_FEATURE_CACHE_SIZE`` texts; a copy is returned.
+        """
+        features = self._feature_cache.get(text)
+        if features is None:
+            features = self._featurizer(text)
+            if len(self._feature_cache) < _FEATURE_CACHE_SIZE:
+                self._feature_cache[text] = features
+        return features.copy()
 
     def tasks(self, split: Split) -> tuple[Task, ...]:
         """The tasks of one split."""

@@ -425,7 +425,7 @@ class BanditRunner:
 
         from learnloop.bandits import ToolSelector, make_policy
         from learnloop.bandits.selector import default_featurizer
-        from learnloop.cli.train_bandit import heldout_success
+        from learnloop.bandits.selector import heldout_success
         from learnloop.envs import SuiteConfig, ToolUseSuite
 
         config = self._config(ctx.config)
@@ -520,7 +520,7 @@ class BanditRunner:
     def evaluate(self, job: Job, *, which: Which = "best") -> Mapping[str, Any]:
         from learnloop.bandits import ToolSelector
         from learnloop.bandits.selector import default_featurizer
-        from learnloop.cli.train_bandit import heldout_success
+        from learnloop.bandits.selector import heldout_success
         from learnloop.envs import SuiteConfig, ToolUseSuite
 
         config = self._config(job.config)

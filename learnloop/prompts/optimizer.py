@@ -12,7 +12,7 @@ the same batch of training sub-tasks. One generation:
 2. **successive halving** (Jamieson and Talwalkar, 2016; Li et al., Hyperband,
    2018): all children run on the first ``batch_size / eta**k`` sub-tasks, the best
    ``1 / eta`` (at least ``survivors``) go on to ``eta`` times more, up to the whole
-   batch (at most three rungs, none under 8 sub-tasks); results are cached per
+   batch (at most three rungs, none under 12 sub-tasks); results are cached per
    prompt, so nothing is run twice;
 3. **select**: ``beam`` (default) keeps the ``survivors`` best of parents and
    children (``mu + lambda``); ``evolution`` keeps the best children only
@@ -23,7 +23,9 @@ the same batch of training sub-tasks. One generation:
 **Budget.** The search runs through a :class:`~learnloop.prompts.usage.MeteredClient`
 with the configured limits on calls, tokens or dollars (and optionally agent runs).
 When it is spent the search stops cleanly with the best prompt fully evaluated so
-far. The held-out check is **not** part of the search budget: it runs on its own
+far; a batch of agent runs that would not fit in the remaining calls is not started,
+so where a run stops does not depend on thread timing (token and dollar limits are
+checked per call, so with several workers a replay may stop one call apart). The held-out check is **not** part of the search budget: it runs on its own
 meter (reported separately), so a spent budget never skips it.
 
 **Held-out check.** The starting prompt and the search's best are run on the same
@@ -69,6 +71,8 @@ from learnloop.prompts.significance import Interval, PairedDifference, bootstrap
 from learnloop.prompts.significance import paired_difference as paired
 from learnloop.prompts.template import PromptTemplate, WorkedExample
 from learnloop.prompts.usage import Budget, MeteredClient, UsageMeter
+from learnloop.recorder import Recorder
+from learnloop.store.base import EpisodeStore
 
 __all__ = [
     "APOConfig",
@@ -76,6 +80,7 @@ __all__ = [
     "GenerationReport",
     "HeldoutScore",
     "Variant",
+    "example_pool",
     "heldout_subtasks",
     "optimize_prompt",
     "search_prompts",
@@ -91,7 +96,7 @@ Selection = Literal["beam", "evolution", "random"]
 class APOConfig:
     """How the prompt search runs (flags of ``learnloop train apo``)."""
 
-    generations: int = 4
+    generations: int = 5
     """Rounds of propose, evaluate, select."""
     population: int = 8
     """Children proposed per generation."""
@@ -99,18 +104,18 @@ class APOConfig:
     """Prompts kept as parents of the next generation (the spec's top 3)."""
     selection: Selection = "beam"
     """beam (best of parents and children), evolution (best children plus an elite) or random."""
-    batch_size: int = 48
+    batch_size: int = 36
     """Training sub-tasks every candidate is compared on (the same ones for all)."""
     halving_eta: int = 2
     """Successive halving: the best 1/eta of the children go on to the next, doubled, slice."""
-    rewrite_share: float = 0.25
+    rewrite_share: float = 0.15
     """Share of the children written by the LLM critique of failures (0: operators only)."""
-    max_new_examples: int = 4
-    """Most worked examples add_example adds at once."""
-    heldout_size: int = 200
+    max_new_examples: int = 14
+    """Most worked examples add_example adds at once (14: one per tool of the suite)."""
+    heldout_size: int = 160
     """Held-out sub-tasks of the final check (0: all of them)."""
-    budget_calls: int | None = None
-    """Most LLM calls of the search (the held-out check is metered apart)."""
+    budget_calls: int | None = 1000
+    """Most LLM calls of the search (the held-out check is metered apart); none: no limit."""
     budget_tokens: int | None = None
     """Most LLM tokens of the search."""
     budget_usd: float | None = None
@@ -301,9 +306,12 @@ def heldout_subtasks(suite: ToolUseSuite, size: int) -> list[SubTask]:
 
 
 def _rungs(batch_size: int, eta: int, halving: bool) -> list[int]:
-    """Batch prefixes of successive halving, smallest first, e.g. 48, eta 3 -> [16, 48]."""
+    """Batch prefixes of successive halving, smallest first, e.g. 48, eta 3 -> [16, 48].
+
+    Rungs under 12 sub-tasks are skipped: too few to tell prompts apart.
+    """
     rungs = [batch_size]
-    while halving and rungs[0] // eta >= 8 and len(rungs) < 3:
+    while halving and rungs[0] // eta >= 12 and len(rungs) < 3:
         rungs.insert(0, rungs[0] // eta)
     return rungs
 
@@ -336,6 +344,11 @@ def search_prompts(
         limit = config.budget_agent_runs
         if limit is not None and runs + len(todo) > limit:
             raise BudgetExceededError(f"agent-run budget: {runs} of {limit} used")
+        # A batch that cannot finish within the call budget is not started: parallel
+        # calls racing for the last few calls would make replays stop elsewhere.
+        made, most = calls(), config.budget_calls
+        if made and most is not None and made + len(todo) > most:
+            raise BudgetExceededError(f"call budget: {made} of {most} used")
         variant.attempts.extend(evaluator.evaluate(variant.template, todo).attempts)
         runs += len(todo)
 
@@ -550,7 +563,6 @@ def optimize_prompt(
         evaluator_factory: ``(client, recorder) -> PromptEvaluator``; the LLM agent by default.
         progress: Called after each generation.
     """
-    from learnloop.recorder import Recorder
     from learnloop.registry import Registry
     from learnloop.store import SqliteStore
 
@@ -575,7 +587,7 @@ def optimize_prompt(
     try:
         batch = train_batch(suite, config.batch_size, config.seed)
         heldout = heldout_subtasks(suite, config.heldout_size)
-        examples = _example_pool(config, suite, store, recorder, batch, heldout)
+        examples = example_pool(config, suite, store, recorder, batch, heldout)
         context = MutationContext(
             rng=np.random.default_rng(config.seed),
             tools=dict(suite.tool_descriptions),
@@ -654,11 +666,11 @@ def optimize_prompt(
             scratch.cleanup()
 
 
-def _example_pool(
+def example_pool(
     config: APOConfig,
     suite: ToolUseSuite,
-    store: Any,
-    recorder: Any,
+    store: EpisodeStore,
+    recorder: Recorder,
     batch: Sequence[SubTask],
     heldout: Sequence[SubTask],
 ) -> list[WorkedExample]:

@@ -15,6 +15,15 @@ entropy bonus (``entropy_coef``, not in the paper) keeps the policy sampling
 diverse attempts: once it is nearly deterministic, a group's attempts agree and
 carry no signal.
 
+Settings: the defaults suit any environment (CartPole-v1 reaches 500 in ~30
+iterations). On the built-in suite a policy without a KL term turns nearly
+deterministic early and stops learning; ``kl_coef=0.2, num_epochs=10`` (or
+``advantage="process"`` with ``kl_coef=0.04, entropy_coef=0.01, num_epochs=10``)
+keeps it exploring and ends higher on held-out tasks, at the price of a slower
+CartPole, whose best policy is deterministic. ``advantage="process"`` needs step
+rewards that differ between steps: with a constant reward per step every
+advantage is 0 (a warning says so).
+
 A *task* is whatever the reset options say: the suite picks one with
 ``{"task_index": i}`` (see :func:`suite_task_sampler`); for any other Gymnasium
 environment the G attempts of a group share a reset seed, so they start from the
@@ -24,6 +33,7 @@ same state.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +55,8 @@ from learnloop.train.policies import MLPPolicy
 from learnloop.train.rollout import EpisodeSummary, RolloutBatch, RolloutCollector
 
 __all__ = ["GRPO", "TaskSampler", "grpo_advantages", "grpo_update", "suite_task_sampler"]
+
+logger = logging.getLogger(__name__)
 
 #: Picks the reset options of one task from a generator (None: share a seed instead).
 TaskSampler = Callable[[np.random.Generator], Mapping[str, Any]]
@@ -224,6 +236,7 @@ class GRPO:
         self.env_steps = 0
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.recent_successes: deque[float] = deque(maxlen=100)
+        self._warned_process = False
 
     def _reset_plan(self) -> tuple[list[int | None], list[Mapping[str, Any] | None]]:
         config = self.config
@@ -273,6 +286,8 @@ class GRPO:
         )
         self.policy.update_obs_stats(torch.from_numpy(batch.obs[batch.valid]))
         update_s = time.perf_counter() - started
+        if metrics["train/active_fraction"] == 0.0 and config.advantage == "process":
+            self._warn_constant_step_rewards(batch)
         self.env_steps += batch.num_steps
         return {
             **metrics,
@@ -281,6 +296,19 @@ class GRPO:
             "time/rollout_s": rollout_s,
             "time/update_s": update_s,
         }
+
+    def _warn_constant_step_rewards(self, batch: RolloutBatch) -> None:
+        """Say once why 'process' learns nothing where 'outcome' would (constant step rewards)."""
+        if self._warned_process or not np.any(
+            _step_advantages(batch, self.config.group_size, "outcome")
+        ):
+            return
+        self._warned_process = True
+        logger.warning(
+            "GRPO advantage='process': every step reward in each group is the same (e.g. "
+            "CartPole's +1 per step), so every advantage is 0 and nothing is learned, while "
+            "the attempts' totals differ; use advantage='outcome' for this environment"
+        )
 
     def _rollout_metrics(self, episodes: list[EpisodeSummary]) -> dict[str, float]:
         for episode in episodes:

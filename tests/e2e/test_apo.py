@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,13 +143,23 @@ def test_real_model_run_replays_exactly_without_the_server(tmp_path: Path) -> No
 def test_server_is_stopped_when_the_run_is_interrupted() -> None:
     from learnloop.prompts import LocalModelServer
 
-    def interrupt(report: object) -> None:
-        raise KeyboardInterrupt
+    class InterruptOnThirdCall:
+        """Passes calls to the real model; the third is a Ctrl-C in the middle of the run."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.calls = inner, 0
+
+        def complete(self, request: ChatRequest) -> Any:
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.inner.complete(request)
 
     server = LocalModelServer()
     with pytest.raises(KeyboardInterrupt), server, server.client() as client:
         pid = server.pid
-        optimize_prompt(TINY, client=client, suite=SUITE, progress=interrupt)
+        config = APOConfig(generations=1, population=2, batch_size=8, heldout_size=8, num_workers=1)
+        optimize_prompt(config, client=InterruptOnThirdCall(client), suite=SUITE)
     assert not server.running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

@@ -69,14 +69,19 @@ def test_openai_agent_through_the_endpoint_trains_the_served_policy(tmp_path: Pa
         for episode in episodes:  # the trainer's tokens are the captured ones
             for step in episode.steps:
                 assert any(
-                    t.ids[-len(step.completion_token_ids):] == step.completion_token_ids
+                    t.ids[-len(step.completion_token_ids) :] == step.completion_token_ids
                     and t.ids[: len(step.prompt_token_ids)] == step.prompt_token_ids
                     for t in traces
                 )
         learner = LMGRPO(
             SuiteChat(suite, lm),
-            GRPOConfig(group_size=4, tasks_per_iteration=3, num_epochs=2, minibatch_size=8,
-                       learning_rate=1e-3),
+            GRPOConfig(
+                group_size=4,
+                tasks_per_iteration=3,
+                num_epochs=2,
+                minibatch_size=8,
+                learning_rate=1e-3,
+            ),
             LMGRPOConfig(),
             num_iterations=1,
         )
@@ -89,7 +94,8 @@ def test_openai_agent_through_the_endpoint_trains_the_served_policy(tmp_path: Pa
         # the endpoint now serves the updated weights
         client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
         reply = client.chat.completions.create(
-            model="policy", messages=[{"role": "user", "content": suite.train_tasks[0].text}],
+            model="policy",
+            messages=[{"role": "user", "content": suite.train_tasks[0].text}],
             extra_body={"allowed_completions": list(suite.tools)},
         )
         assert reply.choices[0].message.content in suite.tools
@@ -98,13 +104,35 @@ def test_openai_agent_through_the_endpoint_trains_the_served_policy(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_cli_warm_start_and_grpo_on_the_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_warm_start_and_grpo_on_the_tiny_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(
         [
-            "train", "grpo", "--policy", "lm", "--model", "tiny", "--iterations", "6",
-            "--group-size", "4", "--tasks-per-iteration", "4", "--sft-steps", "60",
-            "--exploration-episodes", "600", "--eval-tasks", "60", "--eval-every", "3",
-            "--output-dir", str(tmp_path), "--json", "--no-progress",
+            "train",
+            "grpo",
+            "--policy",
+            "lm",
+            "--model",
+            "tiny",
+            "--iterations",
+            "6",
+            "--group-size",
+            "4",
+            "--tasks-per-iteration",
+            "4",
+            "--sft-steps",
+            "60",
+            "--exploration-episodes",
+            "600",
+            "--eval-tasks",
+            "60",
+            "--eval-every",
+            "3",
+            "--output-dir",
+            str(tmp_path),
+            "--json",
+            "--no-progress",
         ]
     )
     assert code == 0

@@ -11,7 +11,11 @@
   one token trace per episode, with a completion mask over the model's own tokens.
 * :mod:`~learnloop.train.lm.grpo_lm`: supervised warm-start and multi-turn GRPO.
 * :mod:`~learnloop.train.lm.endpoint`: an OpenAI-compatible server for the policy
-  that captures each call as a step of the caller's episode.
+  that captures each call as a step of the caller's episode;
+  :mod:`~learnloop.train.lm.openai_agent`: the suite's agent on the ``openai`` SDK,
+  and training batches from the calls the endpoint captured.
+* :mod:`~learnloop.train.lm.run`: a whole run (load, warm-start, GRPO, evaluation,
+  checkpoints), what ``learnloop train grpo --policy lm`` calls.
 
 Configs import without torch; the rest needs ``pip install 'learnloop[lm]'``.
 """

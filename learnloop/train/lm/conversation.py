@@ -212,7 +212,9 @@ class SuiteChat:
     def system_prompt(self) -> str:
         """The instructions: answer with exactly one tool name per turn."""
         if self.describe_tools:
-            listing = "\n".join(f"- {name}: {text}" for name, text in self.suite.tool_descriptions.items())
+            listing = "\n".join(
+                f"- {name}: {text}" for name, text in self.suite.tool_descriptions.items()
+            )
             return (
                 "You choose tools. Answer with exactly one tool name from this list and "
                 f"nothing else; after each tool result, name the tool for the next step.\n{listing}"
@@ -272,6 +274,7 @@ class SuiteChat:
                 )
                 completions[i].append(completion)
                 tools[i].append(tool)
+                error: str | None
                 if tool is None:
                     success, error = False, "no such tool"
                 else:
@@ -291,7 +294,8 @@ class SuiteChat:
                 completions=tuple(completions[i]),
                 tools=tuple(tools[i]),
                 step_rewards=tuple(rewards[i]),
-                success=bool(rewards[i]) and all(r > 0 for r in rewards[i])
+                success=bool(rewards[i])
+                and all(r > 0 for r in rewards[i])
                 and len(rewards[i]) == len(task.subtasks),
                 best_tool_hits=hits[i],
             )
@@ -302,7 +306,8 @@ class SuiteChat:
         """The trace of a successful attempt that called ``tools`` in order (for warm-start)."""
         if len(tools) != len(task.subtasks):
             raise ConfigError(
-                f"task {task.id} has {len(task.subtasks)} sub-tasks but {len(tools)} tools were given"
+                f"task {task.id} has {len(task.subtasks)} sub-tasks but {len(tools)} tools "
+                "were given; give one tool per sub-task"
             )
         builder = TraceBuilder(self.lm, self.messages(task))
         end = int(self.lm.tokenizer.eos_token_id)
@@ -371,7 +376,9 @@ def evaluate_chat(
     }
     if rank_tools:
         ranked = chat.rank_tools(tasks)
-        hits = [tool == task.subtasks[0].best_tool for tool, task in zip(ranked, tasks, strict=True)]
+        hits = [
+            tool == task.subtasks[0].best_tool for tool, task in zip(ranked, tasks, strict=True)
+        ]
         metrics["ranked_accuracy"] = float(np.mean(hits)) if hits else 0.0
     return metrics
 
@@ -379,4 +386,3 @@ def evaluate_chat(
 def group_tasks(tasks: Sequence[Task], group_size: int) -> list[Task]:
     """Each task repeated ``group_size`` times in a row (the attempts of one GRPO group)."""
     return [task for task in tasks for _ in range(group_size)]
-

@@ -143,14 +143,14 @@ class PolicyService:
         self.lock = threading.Lock()
         self.created = int(time.time())
 
-    def complete(
-        self, request: ChatCompletionRequest, episode_id: str | None
-    ) -> CapturedCall:
+    def complete(self, request: ChatCompletionRequest, episode_id: str | None) -> CapturedCall:
         """Sample one completion for ``request`` and capture it under ``episode_id``."""
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         sampling = request.sampling(self.default_max_tokens)
         generator = torch.Generator()
-        generator.manual_seed(request.seed if request.seed is not None else uuid.uuid4().int % 2**63)
+        generator.manual_seed(
+            request.seed if request.seed is not None else uuid.uuid4().int % 2**63
+        )
         with self.lock:
             prompt = self.lm.chat_ids(messages)
             constraint = None
@@ -170,10 +170,12 @@ class PolicyService:
         if not self.recorder.is_open(episode_id):
             task = next((m["content"] for m in messages if m["role"] == "user"), "")
             self.recorder.begin(
-                task, agent_id=self.agent_id, episode_id=episode_id,
+                task,
+                agent_id=self.agent_id,
+                episode_id=episode_id,
                 metadata={"source": "policy-endpoint", "model": self.model_name},
             )
-        return self.recorder.step(
+        index: int | None = self.recorder.step(
             episode_id,
             completion.text,
             decision=completion.text,
@@ -182,6 +184,7 @@ class PolicyService:
             completion_logprobs=completion.log_probs,
             metadata={"finish_reason": completion.finish_reason, "model": self.model_name},
         )
+        return index
 
     def complete_episode(self, episode_id: str, reward: float, status: str) -> Episode:
         """End the caller's episode with its reward (status 'success' or 'failure')."""
@@ -191,7 +194,8 @@ class PolicyService:
             raise InvalidInputError(
                 f"episode {episode_id!r} is not open here; make a chat call with it first"
             )
-        return self.recorder.complete(episode_id, status=status, reward=reward)
+        episode: Episode = self.recorder.complete(episode_id, status=status, reward=reward)
+        return episode
 
     # --- response bodies -----------------------------------------------------------------
 
@@ -247,8 +251,18 @@ class PolicyService:
             "created": int(time.time()),
             "model": self.model_name,
         }
-        chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "finish_reason": None}]}]
+        chunks = [
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        ]
         sent = ""
         for end in range(1, len(c.completion_ids) + 1):
             text = self.lm.decode(c.completion_ids[:end]).lstrip()
@@ -258,17 +272,32 @@ class PolicyService:
             if piece:
                 sent += piece
                 chunks.append(
-                    {**base, "choices": [{"index": 0, "delta": {"content": piece},
-                                          "finish_reason": None}]}
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                        ],
+                    }
                 )
         if sent != c.text:  # decoding was not incremental (stop string cut, merges)
             chunks.append(
-                {**base, "choices": [{"index": 0, "delta": {"content": c.text[len(sent):]},
-                                      "finish_reason": None}]}
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": c.text[len(sent) :]},
+                            "finish_reason": None,
+                        }
+                    ],
+                }
             )
         chunks.append(
-            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": c.finish_reason}],
-             "learnloop": self._extension(call)}
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": c.finish_reason}],
+                "learnloop": self._extension(call),
+            }
         )
         return chunks
 
@@ -289,8 +318,12 @@ def create_app(service: PolicyService) -> Any:
             {
                 "object": "list",
                 "data": [
-                    {"id": service.model_name, "object": "model", "created": service.created,
-                     "owned_by": "learnloop"}
+                    {
+                        "id": service.model_name,
+                        "object": "model",
+                        "created": service.created,
+                        "owned_by": "learnloop",
+                    }
                 ],
             }
         )
@@ -330,8 +363,13 @@ def create_app(service: PolicyService) -> Any:
             episode = await run_in_threadpool(service.complete_episode, episode_id, reward, status)
         except (ConfigError, InvalidInputError) as exc:
             return error(400, str(exc))
-        return JSONResponse({"episode_id": episode.id, "status": episode.status.value,
-                             "num_steps": len(episode.steps)})
+        return JSONResponse(
+            {
+                "episode_id": episode.id,
+                "status": episode.status.value,
+                "num_steps": len(episode.steps),
+            }
+        )
 
     routes = [
         Route("/v1/models", models, methods=["GET"]),
@@ -366,9 +404,14 @@ class PolicyServer:
         try:
             import uvicorn
         except ImportError as exc:
-            raise ImportError(f"serving needs uvicorn: pip install 'learnloop[lm]' ({exc})") from exc
+            raise ImportError(
+                f"serving needs uvicorn: pip install 'learnloop[lm]' ({exc})"
+            ) from exc
         config = uvicorn.Config(
-            create_app(self.service), host=self.host, port=self._port, log_level="warning",
+            create_app(self.service),
+            host=self.host,
+            port=self._port,
+            log_level="warning",
             lifespan="off",
         )
         self._server = uvicorn.Server(config)
@@ -378,7 +421,8 @@ class PolicyServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ConfigError(
-                    f"the policy server did not start on {self.host}:{self._port}; is the port free?"
+                    f"the policy server did not start on {self.host}:{self._port}; "
+                    "is the port free? pass port=0 for any free port"
                 )
             time.sleep(0.01)
         self._port = int(self._server.servers[0].sockets[0].getsockname()[1])
@@ -443,5 +487,3 @@ def episode_traces(episode: Episode) -> list[TokenTrace]:
             )
         )
     return traces
-
-

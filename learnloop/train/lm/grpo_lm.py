@@ -122,7 +122,9 @@ def step_advantages(
     [[1.0], [-1.0]]
     """
     if len(results) != len(group_ids):
-        raise ConfigError(f"one group id per attempt: {len(results)} attempts, {len(group_ids)} ids")
+        raise ConfigError(
+            f"one group id per attempt: {len(results)} attempts, {len(group_ids)} ids"
+        )
     if mode == "outcome":
         normalized = group_normalize([r.reward for r in results], group_ids=list(group_ids))
         return [np.full(len(r.step_rewards), normalized[i]) for i, r in enumerate(results)]
@@ -157,9 +159,7 @@ def lm_grpo_loss(
 
     ``log_probs`` is ``(B, L)`` (0 off the completion mask), for metrics.
     """
-    log_probs = token_log_probs(
-        model, batch.input_ids, batch.attention_mask, batch.completion_mask
-    )
+    log_probs = token_log_probs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
     tokens = batch.completion_mask
     loss = grpo_loss(
         log_probs[tokens],
@@ -174,9 +174,7 @@ def lm_grpo_loss(
 
 def sft_loss(model: Any, batch: TraceBatch) -> Tensor:
     """Mean negative log-likelihood of the model's tokens (warm-start on demonstrations)."""
-    log_probs = token_log_probs(
-        model, batch.input_ids, batch.attention_mask, batch.completion_mask
-    )
+    log_probs = token_log_probs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
     return -log_probs[batch.completion_mask].mean()
 
 
@@ -280,7 +278,7 @@ def warm_start(
         )
         loss = sft_loss(lm.model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         losses.append(loss.item())
@@ -324,6 +322,8 @@ class LMGRPO:
         num_iterations: the run's length (learning-rate schedule).
         seed: seeds task choice, sampling and tool outcomes.
         recorder: records every training attempt as an episode when given.
+        lm_settings: the model's settings, for :meth:`LMPolicy.describe`.
+        tasks: the training tasks groups are drawn from (default: the suite's train split).
     """
 
     def __init__(
@@ -336,8 +336,12 @@ class LMGRPO:
         seed: int = 0,
         recorder: Any = None,
         lm_settings: Mapping[str, Any] | None = None,
+        tasks: Sequence[Task] | None = None,
     ) -> None:
         self.chat = chat
+        self.tasks = tuple(tasks) if tasks is not None else chat.suite.train_tasks
+        if not self.tasks:
+            raise ConfigError("LMGRPO needs at least one training task")
         self.lm = chat.lm
         self.grpo = grpo
         self.config = config
@@ -367,8 +371,8 @@ class LMGRPO:
                 adapters.enable_adapter_layers()
 
     def collect(self) -> tuple[list[AttemptResult], list[int]]:
-        """One batch of groups: ``tasks_per_iteration`` training tasks, ``group_size`` attempts each."""
-        tasks = self.chat.suite.train_tasks
+        """One batch: ``tasks_per_iteration`` tasks, ``group_size`` attempts at each."""
+        tasks = self.tasks
         picked: list[Task] = [
             tasks[int(i)] for i in self.rng.integers(len(tasks), size=self.grpo.tasks_per_iteration)
         ]
@@ -421,14 +425,16 @@ class LMGRPO:
             with torch.no_grad(), self._reference_model() as reference:
                 for chunk in chunks:
                     batch = collate_traces(
-                        [traces[i] for i in chunk], [advantages[i] for i in chunk],
-                        pad_id=pad, device=device,
+                        [traces[i] for i in chunk],
+                        [advantages[i] for i in chunk],
+                        pad_id=pad,
+                        device=device,
                     )
-                    ref = token_log_probs(
+                    scored = token_log_probs(
                         reference, batch.input_ids, batch.attention_mask, batch.completion_mask
                     )
                     for row, i in enumerate(chunk):
-                        references[i] = ref[row, ref.shape[1] - len(traces[i].ids) :]
+                        references[i] = scored[row, scored.shape[1] - len(traces[i].ids) :]
         sums = {"policy_loss": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
         updates = steps = 0
         self.lm.model.train()
@@ -438,19 +444,24 @@ class LMGRPO:
             chunks = [order[s : s + minibatch] for s in range(0, len(order), minibatch)]
             for number, chunk in enumerate(chunks):
                 batch = collate_traces(
-                    [traces[i] for i in chunk], [advantages[i] for i in chunk],
-                    pad_id=pad, device=device,
+                    [traces[i] for i in chunk],
+                    [advantages[i] for i in chunk],
+                    pad_id=pad,
+                    device=device,
                 )
-                ref = None
+                ref: Tensor | None = None
                 if references:
                     ref = torch.zeros_like(batch.old_log_probs)
                     for row, i in enumerate(chunk):
                         ref[row, ref.shape[1] - len(traces[i].ids) :] = references[i]
                 loss, log_probs = lm_grpo_loss(
-                    self.lm.model, batch, clip_eps=grpo.clip_eps, kl_coef=grpo.kl_coef,
+                    self.lm.model,
+                    batch,
+                    clip_eps=grpo.clip_eps,
+                    kl_coef=grpo.kl_coef,
                     ref_log_probs=ref,
                 )
-                (loss / accumulate).backward()
+                (loss / accumulate).backward()  # type: ignore[no-untyped-call]
                 steps += 1
                 if steps % accumulate == 0 or number == len(chunks) - 1:
                     torch.nn.utils.clip_grad_norm_(self.params, grpo.max_grad_norm)
@@ -460,9 +471,13 @@ class LMGRPO:
                 with torch.no_grad():
                     tokens = batch.completion_mask
                     sums["policy_loss"] += loss.item()
-                    sums["approx_kl"] += float(approx_kl(log_probs[tokens], batch.old_log_probs[tokens]))
+                    sums["approx_kl"] += float(
+                        approx_kl(log_probs[tokens], batch.old_log_probs[tokens])
+                    )
                     sums["clip_fraction"] += float(
-                        clip_fraction(log_probs[tokens], batch.old_log_probs[tokens], clip_eps=grpo.clip_eps)
+                        clip_fraction(
+                            log_probs[tokens], batch.old_log_probs[tokens], clip_eps=grpo.clip_eps
+                        )
                     )
         metrics.update({f"train/{k}": v / steps for k, v in sums.items()})
         metrics["train/updates"] = float(updates)
@@ -485,7 +500,7 @@ class LMGRPO:
             results, group_ids, mode=grpo.advantage, credit=self.config.credit
         )
         started = time.perf_counter()
-        metrics = self.update([r.trace for r in results], advantages)
+        metrics = self.update([r.trace for r in results], [a.tolist() for a in advantages])
         update_s = time.perf_counter() - started
         self.env_steps += sum(len(r.tools) for r in results)
         decisions = max(sum(len(r.tools) for r in results), 1)
@@ -517,4 +532,3 @@ class LMGRPO:
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
         self.env_steps = int(state["env_steps"])
-

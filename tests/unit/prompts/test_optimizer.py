@@ -166,22 +166,26 @@ def test_no_gain_keeps_the_starting_prompt_and_registers_nothing(tmp_path: Path)
 
 
 def test_a_spent_call_budget_stops_cleanly_and_still_checks_held_out() -> None:
-    config = APOConfig(
-        generations=10,
-        population=4,
-        batch_size=24,
-        heldout_size=30,
-        explore_tasks=60,
-        budget_calls=70,
-        num_workers=1,
-    )
-    client = ScriptedLLMClient(default=examples_help)
-    result = optimize_prompt(config, client=client, suite=SUITE)
-    assert result.search.stopped_by_budget
-    assert result.search_llm_calls == 70  # the refused call is never made
-    assert len(result.search.generations) < 10
-    assert result.difference.num_items == 30
-    assert result.llm_calls == len(client.requests)
+    stopped = []
+    for workers in (1, 2):
+        config = APOConfig(
+            generations=10,
+            population=4,
+            batch_size=24,
+            heldout_size=30,
+            explore_tasks=60,
+            budget_calls=70,
+            num_workers=workers,
+        )
+        client = ScriptedLLMClient(default=examples_help)
+        result = optimize_prompt(config, client=client, suite=SUITE)
+        assert result.search.stopped_by_budget
+        assert result.search_llm_calls <= 70
+        assert len(result.search.generations) < 10
+        assert result.difference.num_items == 30
+        assert result.llm_calls == len(client.requests)
+        stopped.append((result.search_llm_calls, result.final))
+    assert stopped[0] == stopped[1]  # where it stops does not depend on the threads
 
 
 def test_outputs_are_written(tmp_path: Path) -> None:

@@ -136,3 +136,21 @@ def test_grpo_on_a_gymnasium_env_shares_a_seed_per_group(tmp_path: Path) -> None
     assert (
         result.iterations == 2 and result.final is not None and result.final["success_rate"] is None
     )
+
+
+def test_process_advantages_with_constant_step_rewards_warn_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gymnasium as gym
+
+    from learnloop.train.grpo import GRPO
+    from learnloop.train.rollout import RolloutCollector
+
+    config = GRPOConfig(group_size=2, tasks_per_iteration=2, advantage="process")
+    collector = RolloutCollector([gym.make("CartPole-v1") for _ in range(4)], seed=0)
+    grpo = GRPO(MLPPolicy(4, 2, value_head=False, seed=0), collector, config, num_iterations=2)
+    with caplog.at_level("WARNING", logger="learnloop.train.grpo"):
+        metrics = [grpo.train_iteration(i) for i in range(2)]
+    # CartPole pays +1 per step: normalized over a group's steps, all zeros
+    assert [m["train/active_fraction"] for m in metrics] == [0.0, 0.0]
+    assert len(caplog.records) == 1 and "use advantage='outcome'" in caplog.text

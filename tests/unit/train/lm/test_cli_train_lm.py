@@ -14,10 +14,30 @@ from learnloop.cli.main import build_parser, main
 def test_train_grpo_policy_lm_tiny_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
-            "train", "grpo", "--policy", "lm", "--model", "tiny",
-            "--iterations", "2", "--group-size", "2", "--tasks-per-iteration", "2",
-            "--sft-steps", "3", "--exploration-episodes", "40", "--eval-tasks", "4",
-            "--eval-every", "2", "--output-dir", str(tmp_path), "--json", "--no-progress",
+            "train",
+            "grpo",
+            "--policy",
+            "lm",
+            "--model",
+            "tiny",
+            "--iterations",
+            "2",
+            "--group-size",
+            "2",
+            "--tasks-per-iteration",
+            "2",
+            "--sft-steps",
+            "3",
+            "--exploration-episodes",
+            "40",
+            "--eval-tasks",
+            "4",
+            "--eval-every",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            "--json",
+            "--no-progress",
         ]
     )
     assert code == 0
@@ -27,7 +47,7 @@ def test_train_grpo_policy_lm_tiny_json(tmp_path: Path, capsys: pytest.CaptureFi
     assert summary["heldout"]["num_episodes"] == 4 and summary["baseline"] is not None
     settings = json.loads((tmp_path / "summary.json").read_text())["settings"]
     # language-model defaults apply where no flag was given; given flags win
-    assert settings["grpo"]["learning_rate"] == 1e-3 and settings["grpo"]["group_size"] == 2
+    assert settings["grpo"]["learning_rate"] == 3e-4 and settings["grpo"]["group_size"] == 2
     assert settings["lm"]["model"] == "tiny" and settings["lm_grpo"]["sft_steps"] == 3
     assert (tmp_path / "model" / "config.json").exists()
     assert (tmp_path / "checkpoints").is_dir() and (tmp_path / "episodes.db").exists()
@@ -46,7 +66,18 @@ def test_lm_flags_and_serve_policy_are_registered() -> None:
 
 def test_policy_lm_rejects_other_environments(tmp_path: Path) -> None:
     code = main(
-        ["train", "grpo", "--policy", "lm", "--env", "CartPole-v1", "--iterations", "1",
-         "--output-dir", str(tmp_path), "--no-progress"]
+        [
+            "train",
+            "grpo",
+            "--policy",
+            "lm",
+            "--env",
+            "CartPole-v1",
+            "--iterations",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+            "--no-progress",
+        ]
     )
     assert code == 2

@@ -13,18 +13,22 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
-from learnloop.recorder import Recorder
-from learnloop.store import SqliteStore
-from learnloop.train.lm.endpoint import EPISODE_HEADER, PolicyServer, PolicyService, episode_traces
-from learnloop.train.lm.grpo_lm import collate_traces
-from learnloop.train.lm.model import LanguageModel
+from learnloop.recorder import Recorder  # noqa: E402
+from learnloop.store import SqliteStore  # noqa: E402
+from learnloop.train.lm.endpoint import EPISODE_HEADER, PolicyServer, PolicyService, episode_traces  # noqa: E402
+from learnloop.train.lm.grpo_lm import collate_traces  # noqa: E402
+from learnloop.train.lm.model import LanguageModel  # noqa: E402
 
-MESSAGES = [{"role": "system", "content": "Answer with a tool name."},
-            {"role": "user", "content": "Read the file notes.txt"}]
+MESSAGES = [
+    {"role": "system", "content": "Answer with a tool name."},
+    {"role": "user", "content": "Read the file notes.txt"},
+]
 
 
 @pytest.fixture
-def served(tiny_lm: LanguageModel, tmp_path: Path) -> Iterator[tuple[PolicyServer, SqliteStore, Recorder]]:
+def served(
+    tiny_lm: LanguageModel, tmp_path: Path
+) -> Iterator[tuple[PolicyServer, SqliteStore, Recorder]]:
     store = SqliteStore(tmp_path / "e.db")
     recorder = Recorder(store)
     with PolicyServer(PolicyService(tiny_lm, recorder=recorder, model_name="policy")) as server:
@@ -60,7 +64,10 @@ def test_plain_and_streaming_calls_are_captured_with_their_tokens(
     assert [t.logprob for t in plain.choices[0].logprobs.content] == captured["completion_logprobs"]
 
     stream = client.chat.completions.create(
-        model="policy", messages=MESSAGES, stream=True, seed=3,
+        model="policy",
+        messages=MESSAGES,
+        stream=True,
+        seed=3,
         extra_body={"allowed_completions": ["file_read", "web_search"]},
     )
     chunks = list(stream)
@@ -69,7 +76,9 @@ def test_plain_and_streaming_calls_are_captured_with_their_tokens(
     assert chunks[-1].choices[0].finish_reason == "stop"
     last = chunks[-1].model_extra["learnloop"]
 
-    status, body = _post(server.base_url[: -len("/v1")] + "/episodes/ep-1/complete", {"reward": 1.0})
+    status, body = _post(
+        server.base_url[: -len("/v1")] + "/episodes/ep-1/complete", {"reward": 1.0}
+    )
     assert status == 200 and body == {"episode_id": "ep-1", "status": "success", "num_steps": 2}
     recorder.flush()
     episode = store.get_episode("ep-1")
@@ -80,16 +89,19 @@ def test_plain_and_streaming_calls_are_captured_with_their_tokens(
         assert list(trace.ids) == seen["prompt_token_ids"] + seen["completion_token_ids"]
         masked = [t for t, m in zip(trace.ids, trace.completion_mask, strict=True) if m]
         assert masked == seen["completion_token_ids"]
-        assert [x for x, m in zip(trace.log_probs, trace.completion_mask, strict=True) if m] == \
-            pytest.approx(seen["completion_logprobs"])
+        assert [
+            x for x, m in zip(trace.log_probs, trace.completion_mask, strict=True) if m
+        ] == pytest.approx(seen["completion_logprobs"])
     batch = collate_traces(traces, [[1.0], [1.0]], pad_id=tiny_lm.pad_token_id)
-    assert int(batch.completion_mask.sum()) == sum(len(s["completion_token_ids"]) for s in (captured, last))
+    assert int(batch.completion_mask.sum()) == sum(
+        len(s["completion_token_ids"]) for s in (captured, last)
+    )
 
 
 def test_episode_id_from_the_header_and_uncaptured_calls(
     served: tuple[PolicyServer, SqliteStore, Recorder],
 ) -> None:
-    server, store, recorder = served
+    server, _, recorder = served
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
     anonymous = client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=3)
     assert anonymous.model_extra["learnloop"]["episode_id"] is None

@@ -24,7 +24,9 @@ def test_tiny_tokenizer_round_trips_and_has_chatml() -> None:
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    assert tokenizer.convert_ids_to_tokens(tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]) == ["<|im_end|>"]
+    assert tokenizer.convert_ids_to_tokens(
+        tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]
+    ) == ["<|im_end|>"]
 
 
 def test_tiny_model_shape_and_full_fine_tuning_by_default(tiny_lm: LanguageModel) -> None:
@@ -54,15 +56,15 @@ def test_lora_trains_only_adapters_and_save_merges_them(
     with torch.no_grad():
         got = again.model(input_ids=ids).logits
     assert torch.allclose(got, expected, atol=1e-4)
-    assert again.chat_ids([{"role": "user", "content": "x"}]) == lm.chat_ids([{"role": "user", "content": "x"}])
+    assert again.chat_ids([{"role": "user", "content": "x"}]) == lm.chat_ids(
+        [{"role": "user", "content": "x"}]
+    )
     assert (again.name, again.pretrained) == (lm.name, False)
 
 
 def test_trainable_state_round_trip(tiny_lm: LanguageModel, make_lm: Callable[..., Any]) -> None:
     other = make_lm(seed=1)
-    assert not torch.equal(
-        other.model.transformer.wte.weight, tiny_lm.model.transformer.wte.weight
-    )
+    assert not torch.equal(other.model.transformer.wte.weight, tiny_lm.model.transformer.wte.weight)
     other.load_trainable_state(tiny_lm.trainable_state())
     assert torch.equal(other.model.transformer.wte.weight, tiny_lm.model.transformer.wte.weight)
     with pytest.raises(ConfigError, match="lacks"):
@@ -103,8 +105,9 @@ def test_smollm2_loads_from_the_wheel_and_takes_grpo_steps() -> None:
     suite = ToolUseSuite(SuiteConfig(seed=0, num_tasks=100))
     learner = LMGRPO(
         SuiteChat(suite, lm),
-        GRPOConfig(group_size=2, tasks_per_iteration=2, num_epochs=1, minibatch_size=4,
-                   learning_rate=2e-4),
+        GRPOConfig(
+            group_size=2, tasks_per_iteration=2, num_epochs=1, minibatch_size=4, learning_rate=2e-4
+        ),
         LMGRPOConfig(max_new_tokens=6),
         num_iterations=2,
     )
