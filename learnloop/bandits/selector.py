@@ -50,11 +50,11 @@ from learnloop.errors import ConfigError, InvalidInputError, ToolError
 
 __all__ = [
     "POLICIES",
-    "heldout_success",
     "Choice",
     "SharedPolicyState",
     "ToolSelector",
     "default_featurizer",
+    "heldout_success",
     "make_policy",
     "policy_from_dict",
 ]

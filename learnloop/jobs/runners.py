@@ -424,8 +424,7 @@ class BanditRunner:
         import numpy as np
 
         from learnloop.bandits import ToolSelector, make_policy
-        from learnloop.bandits.selector import default_featurizer
-        from learnloop.bandits.selector import heldout_success
+        from learnloop.bandits.selector import default_featurizer, heldout_success
         from learnloop.envs import SuiteConfig, ToolUseSuite
 
         config = self._config(ctx.config)
@@ -519,8 +518,7 @@ class BanditRunner:
 
     def evaluate(self, job: Job, *, which: Which = "best") -> Mapping[str, Any]:
         from learnloop.bandits import ToolSelector
-        from learnloop.bandits.selector import default_featurizer
-        from learnloop.bandits.selector import heldout_success
+        from learnloop.bandits.selector import default_featurizer, heldout_success
         from learnloop.envs import SuiteConfig, ToolUseSuite
 
         config = self._config(job.config)
