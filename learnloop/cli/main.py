@@ -16,6 +16,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -38,7 +39,17 @@ logger = logging.getLogger("learnloop.cli")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with 2 on usage errors (its default) and names the fix."""
+    """argparse that exits with 2 on usage errors (its default) and names the fix.
+
+    Descriptions often come from module docstrings: their reStructuredText quotes
+    (````x````) are shown as plain quotes in ``--help``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for key in ("description", "epilog"):
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = kwargs[key].replace("``", "'")
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)

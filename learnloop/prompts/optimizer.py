@@ -25,8 +25,9 @@ with the configured limits on calls, tokens or dollars (and optionally agent run
 When it is spent the search stops cleanly with the best prompt fully evaluated so
 far; a batch of agent runs that would not fit in the remaining calls is not started,
 so where a run stops does not depend on thread timing (token and dollar limits are
-checked per call, so with several workers a replay may stop one call apart). The held-out check is **not** part of the search budget: it runs on its own
-meter (reported separately), so a spent budget never skips it.
+checked per call, so with several workers a replay may stop one call apart). The
+held-out check is **not** part of the search budget: it runs on its own meter
+(reported separately), so a spent budget never skips it.
 
 **Held-out check.** The starting prompt and the search's best are run on the same
 held-out sub-tasks; the paired difference of their scores gets a bootstrap
