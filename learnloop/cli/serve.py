@@ -38,8 +38,12 @@ def add_parser(subparsers: Any) -> None:
                         help="seconds between a running job's heartbeats")
     parser.add_argument("--stale-after-s", type=float, default=30.0,
                         help="requeue a running job silent for this long (its worker died)")
-    parser.add_argument("--launcher", choices=("process", "thread"), default="process",
-                        help="run each job in its own process (default) or in a thread")
+    parser.add_argument("--launcher", choices=("process", "thread", "ray"), default="process",
+                        help="run each job in its own process (default), in a thread, or in a "
+                        "Ray actor (extra 'ray')")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="with --launcher ray: the cluster to join ('auto': the local "
+                        "'ray start'); default: start Ray here")
     parser.add_argument("--metrics-auth", action="store_true",
                         help="require the token on GET /metrics too")
     parser.set_defaults(handler=run)
@@ -59,7 +63,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return ServerConfig(
         host=args.host, port=args.port, token=resolve_token(args.token), store=args.store,
         jobs_dir=args.jobs_dir, max_body_bytes=args.max_body_bytes,
-        metrics_require_auth=args.metrics_auth, launcher=args.launcher, pool=pool,
+        metrics_require_auth=args.metrics_auth, launcher=args.launcher,
+        ray_address=args.ray_address, pool=pool,
     )
 
 

@@ -79,8 +79,12 @@ class ServerConfig:
     """Most calls in one JSON-RPC batch."""
     metrics_require_auth: bool = False
     """Require the bearer token on GET /metrics too."""
-    launcher: Literal["process", "thread"] = "process"
-    """Run each job (and each evaluation) in its own process, or in a thread here."""
+    launcher: Literal["process", "thread", "ray"] = "process"
+    """Run each job (and each evaluation) in its own process, in a thread here, or in a
+    Ray actor (extra ``ray``; jobs then run anywhere in the Ray cluster)."""
+    ray_address: str | None = None
+    """Ray cluster to join with launcher "ray" ("auto": the local `ray start`); none:
+    start Ray in this process."""
     pool: PoolConfig = field(default_factory=PoolConfig)
     """Worker pool limits and timings (max_workers 0: this server runs no jobs)."""
 
@@ -91,8 +95,10 @@ class ServerConfig:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must lie in [0, 65535], got {self.port}")
-        if self.launcher not in ("process", "thread"):
-            raise ConfigError(f"launcher must be 'process' or 'thread', got {self.launcher!r}")
+        if self.launcher not in ("process", "thread", "ray"):
+            raise ConfigError(
+                f"launcher must be 'process', 'thread' or 'ray', got {self.launcher!r}"
+            )
 
 
 def _check_token(token: str | None) -> str:
@@ -151,6 +157,11 @@ def create_app(
     if config.launcher == "process":
         launcher = ProcessLauncher(the_store.url, budgets=budgets,
                                    heartbeat_s=config.pool.heartbeat_s)
+    elif config.launcher == "ray":
+        from learnloop.jobs.ray_launcher import RayConnection, RayLauncher
+
+        launcher = RayLauncher(the_store.url, connection=RayConnection(address=config.ray_address),
+                               budgets=budgets, heartbeat_s=config.pool.heartbeat_s)
     else:
         launcher = ThreadLauncher(the_store, runners, budgets=budgets,
                                   heartbeat_s=config.pool.heartbeat_s)

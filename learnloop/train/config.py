@@ -217,8 +217,18 @@ class RunConfig:
     """Record every training attempt as an episode in the store."""
     num_threads: int = 1
     """torch intra-op threads (1 was fastest for small models on a busy 2-core machine)."""
+    executor: Literal["lockstep", "local", "ray"] = "lockstep"
+    """Where rollouts run: lockstep (one process, PPO and GRPO); local or ray (GRPO: one
+    task per attempt, the same episodes either way)."""
+    ray_address: str | None = None
+    """Ray cluster to join with --executor ray ("auto": the one started by `ray start`
+    here); none: start Ray in this process."""
 
     def __post_init__(self) -> None:
+        if self.executor not in ("lockstep", "local", "ray"):
+            raise ConfigError(
+                f"RunConfig.executor must be lockstep, local or ray, got {self.executor!r}"
+            )
         _check_positive(
             "RunConfig",
             iterations=self.iterations,

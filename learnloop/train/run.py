@@ -32,7 +32,13 @@ from typing import Any, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError(
+        f"learnloop.train needs torch: pip install 'torch==2.13.0' 'learnloop[train]' ({exc})"
+    ) from exc
 
 from learnloop.errors import ConfigError
 from learnloop.train.checkpoints import CheckpointManager
@@ -308,7 +314,8 @@ def make_envs(
             f"unknown Gymnasium environment {env_id!r}; use a registered id such as "
             f"CartPole-v1 or {learnloop.envs.ENV_ID}"
         )
-    first = gym.make(env_id, **({"split": split} if _is_suite(env_id) else {}), **kwargs)
+    options: dict[str, Any] = {"split": split} if _is_suite(env_id) else {}
+    first = gym.make(env_id, **options, **kwargs)
     if not isinstance(first.action_space, gym.spaces.Discrete):
         raise ConfigError(
             f"{env_id} has action space {first.action_space}; only Discrete action spaces "
@@ -357,7 +364,27 @@ def train(
         raise ConfigError(f"unknown algorithm {algorithm!r}; use 'ppo' or 'grpo'")
     torch.set_num_threads(run_config.num_threads)
     seed = run_config.seed
-    collector = RolloutCollector(make_envs(run_config.env, num_envs), seed=seed, recorder=recorder)
+    if run_config.executor == "lockstep":
+        collector: Any = RolloutCollector(
+            make_envs(run_config.env, num_envs), seed=seed, recorder=recorder
+        )
+    elif algorithm == "ppo":
+        raise ConfigError(
+            f"executor {run_config.executor!r} runs one attempt per task, which PPO's "
+            "fixed-length rollouts cannot use; use --executor lockstep with ppo"
+        )
+    else:
+        from learnloop.jobs.ray_launcher import RayConnection
+        from learnloop.train.ray_executor import RayConfig, make_collector
+
+        collector = make_collector(
+            run_config.env,
+            num_envs,
+            executor=run_config.executor,
+            ray=RayConfig(connection=RayConnection(address=run_config.ray_address)),
+            seed=seed,
+            recorder=recorder,
+        )
     policy = MLPPolicy(
         collector.encoder.dim,
         collector.num_actions,
