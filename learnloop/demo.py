@@ -7,9 +7,13 @@ Stages, each printing what it did and what it measured:
    reward components, secrets redacted, into the SQLite store.
 2. **bandit** — a contextual bandit learns which tool to call from the recorded
    stream of decisions; held-out success before and after.
-3. **rl** — a small policy is trained with PPO on the suite (needs the ``train``
+3. **apo** — the prompt of an LLM agent (the embedded SmolLM2-135M-Instruct, served
+   on 127.0.0.1) is optimized by re-running the agent; held-out success of the
+   starting and the optimized prompt, with confidence intervals (needs the
+   ``local`` extra and the model wheel).
+4. **rl** — a small policy is trained with PPO on the suite (needs the ``train``
    extra: torch); held-out success before and after.
-4. **ab** — the learned tool selector is tried against the scripted agent in a
+5. **ab** — the learned tool selector is tried against the scripted agent in a
    simulated A/B test with staged rollout; the result table.
 
 Everything runs offline on embedded defaults. Stages whose optional dependency is
@@ -32,7 +36,7 @@ __all__ = ["DEMO_STAGES", "DemoConfig", "DemoReport", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-DEMO_STAGES = ("record", "bandit", "rl", "ab")
+DEMO_STAGES = ("record", "bandit", "apo", "rl", "ab")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +55,8 @@ class DemoConfig:
     """Tool decisions the bandit stage learns from."""
     rl_iterations: int = 40
     """PPO iterations of the rl stage."""
+    apo_budget_calls: int = 400
+    """Model calls the apo stage's search may make (the held-out check is extra)."""
     stages: tuple[str, ...] = DEMO_STAGES
     """Which stages to run, in order."""
 
@@ -60,6 +66,8 @@ class DemoConfig:
             raise ConfigError(f"unknown demo stage(s) {unknown}; choose from {list(DEMO_STAGES)}")
         if self.record_episodes < 1:
             raise ConfigError(f"record_episodes must be >= 1, got {self.record_episodes}")
+        if self.apo_budget_calls < 1:
+            raise ConfigError(f"apo_budget_calls must be >= 1, got {self.apo_budget_calls}")
         if self.rl_iterations < 1:
             raise ConfigError(f"rl_iterations must be >= 1, got {self.rl_iterations}")
         if self.bandit_decisions < 1:
@@ -297,6 +305,54 @@ def _rl_stage(state: _DemoState) -> None:
     )
 
 
+def _apo_stage(state: _DemoState) -> None:
+    import importlib.util
+
+    config, say = state.config, state.say
+    missing = [m for m in ("openai", "xllamacpp") if importlib.util.find_spec(m) is None]
+    if missing:
+        say(f"[apo] needs {', '.join(missing)}: pip install 'learnloop[local]'; skipped")
+        return
+    from learnloop.prompts import LLMEndpointConfig, open_llm_client
+    from learnloop.prompts.optimizer import APOConfig, optimize_prompt
+
+    suite = _suite(state)
+    apo_config = APOConfig(
+        generations=3,
+        population=6,
+        batch_size=24,
+        heldout_size=80,
+        budget_calls=config.apo_budget_calls,
+        seed=config.seed,
+        suite_seed=config.seed,
+    )
+    say(
+        "[apo] optimizing the LLM agent's prompt with the embedded SmolLM2-135M-Instruct "
+        f"(budget {config.apo_budget_calls} model calls; a few minutes)..."
+    )
+    try:
+        with open_llm_client(LLMEndpointConfig()) as client:
+            result = optimize_prompt(apo_config, client=client, suite=suite, store=state.store)
+    except FileNotFoundError as exc:  # the model wheel is not installed
+        say(f"[apo] {exc}; skipped")
+        return
+    result.write(config.output_dir / "apo", dict(suite.tool_descriptions))
+    summary = result.summary()
+    state.report.stages["apo"] = summary
+    base, best, diff = result.baseline.success, result.optimized.success, result.difference
+    say(
+        f"[apo] held-out success (expected, 95% CI): starting prompt {base.mean:.1%} "
+        f"[{base.low:.1%}, {base.high:.1%}] -> optimized {best.mean:.1%} "
+        f"[{best.low:.1%}, {best.high:.1%}]; difference {100 * diff.difference:+.1f} points "
+        f"[{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]"
+    )
+    say(f"[apo] {summary['verdict']}; {result.llm_calls} model calls, {result.elapsed_s:.0f} s")
+    say(
+        "[apo] best_prompt.txt, all_variants.json, optimization_summary.json in "
+        f"{config.output_dir / 'apo'}"
+    )
+
+
 def _percent(value: Any) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -380,6 +436,7 @@ def _ab_stage(state: _DemoState) -> None:
 _STAGES: dict[str, Callable[[_DemoState], None]] = {
     "record": _record_stage,
     "bandit": _bandit_stage,
+    "apo": _apo_stage,
     "rl": _rl_stage,
     "ab": _ab_stage,
 }
@@ -421,6 +478,11 @@ def _summary(state: _DemoState) -> None:
             ("scripted agent (keyword rules)", b["heldout_task_success_scripted"]),
             ("bandit-learned tool selector", b["heldout_task_success_learned"]),
         ]
+    if "apo" in stages:
+        apo = stages["apo"]
+        rows.append(("LLM agent, starting prompt (SmolLM2)", apo["baseline"]["success"]["mean"]))
+        final = apo["optimized"] if apo["significant"] else apo["baseline"]
+        rows.append(("LLM agent, optimized prompt (SmolLM2)", final["success"]["mean"]))
     if "rl" in stages and stages["rl"].get("heldout_success_trained") is not None:
         rows.append(("PPO-trained policy", stages["rl"]["heldout_success_trained"]))
     if "bandit" in stages:

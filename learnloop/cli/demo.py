@@ -10,7 +10,7 @@ from learnloop.cli.options import add_json_flag, print_json
 
 __all__ = ["add_parser"]
 
-_STAGES = ("record", "bandit", "rl", "ab")
+_STAGES = ("record", "bandit", "apo", "rl", "ab")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -18,8 +18,9 @@ def add_parser(subparsers: Any) -> None:
         "demo",
         help="run the whole loop offline on the built-in suite and show it improving",
         description="Record a scripted agent on the built-in tool-use suite, then improve "
-        "it: a bandit learns tool choice, PPO trains a policy, and an A/B test with staged "
-        "rollout decides. Offline; writes to --output-dir.",
+        "it: a bandit learns tool choice, prompt optimization improves an LLM agent on the "
+        "embedded SmolLM2, PPO trains a policy, and an A/B test with staged rollout "
+        "decides. Offline; writes to --output-dir.",
     )
     parser.add_argument(
         "--output-dir",
@@ -46,6 +47,12 @@ def add_parser(subparsers: Any) -> None:
         "--rl-iterations", type=int, default=40, help="PPO iterations of the rl stage (default 40)"
     )
     parser.add_argument(
+        "--apo-budget-calls",
+        type=int,
+        default=400,
+        help="model calls the prompt search may make (default 400)",
+    )
+    parser.add_argument(
         "--stages",
         default=",".join(_STAGES),
         help=f"comma-separated stages to run (default: {','.join(_STAGES)})",
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         record_episodes=args.episodes,
         bandit_decisions=args.decisions,
         rl_iterations=args.rl_iterations,
+        apo_budget_calls=args.apo_budget_calls,
         stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()),
     )
     if args.json:

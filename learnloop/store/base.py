@@ -155,9 +155,13 @@ class DocumentStore(Protocol):
 
 
 class Store(EpisodeStore, DocumentStore, Protocol):
-    """What a backend provides: both protocols, plus ``close`` and its URL."""
+    """What a backend provides: both protocols, its URL, ``close``, and use in ``with``."""
 
     @property
     def url(self) -> str: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
