@@ -49,6 +49,11 @@ class _JobsCollector:
         self._cache_s = cache_s
         self._cached: tuple[float, list[Any]] | None = None
 
+    def describe(self) -> list[Any]:
+        # Without describe(), registering calls collect() once and would fill the cache
+        # with the jobs of the server's first second.
+        return []
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 

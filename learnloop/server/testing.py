@@ -40,7 +40,7 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._command = [
-            sys.executable, "-m", "learnloop.cli.main", "--log-level", "INFO", "serve",
+            sys.executable, "-m", "learnloop", "--log-level", "INFO", "serve",
             "--port", str(self.port), "--store", store, "--token", token,
             "--jobs-dir", str(jobs_dir), *args,
         ]

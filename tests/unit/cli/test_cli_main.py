@@ -116,7 +116,7 @@ def test_store_from_environment(
 def test_installed_command_answers_help_fast() -> None:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "learnloop.cli.main", "--help"],
+        [sys.executable, "-m", "learnloop", "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -124,6 +124,17 @@ def test_installed_command_answers_help_fast() -> None:
     elapsed = time.perf_counter() - started
     assert result.returncode == 0 and "episodes" in result.stdout
     assert elapsed < 5.0
+
+
+def test_console_script_is_installed() -> None:
+    import shutil
+
+    script = shutil.which("learnloop", path=str(Path(sys.executable).parent))
+    assert script is not None, "the learnloop console script is not installed next to python"
+    result = subprocess.run([script, "episodes", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "export" in result.stdout
+    wrong = subprocess.run([script, "--bogus"], capture_output=True, text=True, check=False)
+    assert wrong.returncode == 2 and "Try 'learnloop --help'" in wrong.stderr
 
 
 def test_import_learnloop_pulls_no_torch() -> None:
