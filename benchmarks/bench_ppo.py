@@ -182,6 +182,22 @@ def collector_overhead_us(repeats: int) -> dict[str, float]:
     return out
 
 
+def policy_act_ms(policy: MLPPolicy, num_actions: int, repeats: int) -> dict[str, float]:
+    """Milliseconds of one batched forward pass (act) over 1 and over 8 suite observations."""
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    for width in (1, 8):
+        obs = torch.zeros(width, policy.obs_dim)
+        mask = torch.ones(width, num_actions, dtype=torch.int8)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            policy.act(obs, mask, generator=generator)
+            times.append(time.perf_counter() - started)
+        out[f"policy_act_{width}_rows_ms_median"] = 1e3 * statistics.median(times)
+    return out
+
+
 def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, float]:
     """Collecting 8 suite trajectories in lockstep vs one, and the environments' share.
 
@@ -198,7 +214,9 @@ def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, f
     policy = MLPPolicy(envs[0].observation_space.shape[0], int(envs[0].action_space.n), seed=0)
     policy.eval()
     collectors = {"one": RolloutCollector(envs[:1]), "eight": RolloutCollector(envs)}
-    rows: dict[str, list[float]] = {key: [] for key in ("one", "eight", "env_one", "env_eight")}
+    rows: dict[str, list[float]] = {
+        key: [] for key in ("one", "eight", "env_one", "env_eight", "cpu_one", "cpu_eight")
+    }
     played: dict[str, list[Any]] = {"one": [], "eight": []}
     block = 50  # alternate blocks: both loops see the same load, each in a steady state
     for first in range(0, repeats, block):
@@ -207,11 +225,12 @@ def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, f
             for k in range(first, min(first + block, repeats)):
                 generator = torch.Generator().manual_seed(k)
                 options = [{"task_index": k % 100}] * width
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.thread_time()
                 batch = collector.collect_episodes(
                     policy, seeds=[k] * width, options=options, generator=generator
                 )
                 rows[key].append(time.perf_counter() - started)
+                rows[f"cpu_{key}"].append(time.thread_time() - started_cpu)
                 played[key].append(np.where(batch.valid, batch.actions, -1))
     for first in range(0, repeats, block):
         for key, width in (("one", 1), ("eight", 8)):
@@ -242,8 +261,13 @@ def collection_timings(repeats: int, *, latency_s: float = 0.002) -> dict[str, f
         collector.close()
     out = {f"collect_{key}_ms_median": 1e3 * value for key, value in median.items()}
     out["collect_ratio_eight_over_one"] = median["eight"] / median["one"]
+    # the same on this thread's CPU time: less sensitive to other processes on the machine
+    out["collect_cpu_ratio_eight_over_one"] = median["cpu_eight"] / median["cpu_one"]
+    out["collect_ticks_one_mean"] = float(np.mean([len(a) for a in played["one"]]))
+    out["collect_ticks_eight_mean"] = float(np.mean([len(a) for a in played["eight"]]))
     out["collect_other_one_ms"] = 1e3 * (median["one"] - median["env_one"])
     out["collect_other_eight_ms"] = 1e3 * (median["eight"] - median["env_eight"])
+    out.update(policy_act_ms(policy, int(envs[0].action_space.n), repeats))
     out.update({f"collect_{k}_ms_median": 1e3 * statistics.median(v) for k, v in io_rows.items()})
     out["collect_io_ratio_threads_over_one"] = statistics.median(
         io_rows["io_eight_threads"]

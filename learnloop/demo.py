@@ -271,7 +271,7 @@ def _rl_stage(state: _DemoState) -> None:
                 eval_episodes=200,
             ),
             PPOConfig(),
-            recorder=cast(Any, recorder),  # the run's recording protocol is looser
+            recorder=recorder,
         )
     final = result.final or {}
     baseline = result.baseline or {}

@@ -59,7 +59,7 @@ def rewrite_mode(argv: list[str]) -> list[str]:
         if value is not None:
             algorithm = MODE_ALIASES.get(value, value)
             remaining = rest[:i] + rest[i + drop :]
-            return argv[:start] + [algorithm] + remaining
+            return [*argv[:start], algorithm, *remaining]
     return argv
 
 

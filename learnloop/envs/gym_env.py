@@ -41,6 +41,7 @@ sets it, ``reset(options={"task_index": i})`` picks a task of the split.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, SupportsFloat
@@ -49,9 +50,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from learnloop.envs.suite import Split, SuiteConfig, Task, ToolResult, ToolUseSuite
+from learnloop.envs.suite import Split, SubTask, SuiteConfig, Task, ToolResult, ToolUseSuite
 from learnloop.errors import ConfigError, InvalidInputError
-from learnloop.rewards import ToolCallContext, ToolReward
+from learnloop.rewards import RewardSignal, ToolCallContext, ToolReward
 
 __all__ = ["MAX_SUBTASKS", "EnvConfig", "ToolUseEnv", "make_tool_use_env"]
 
@@ -196,45 +197,51 @@ class ToolUseEnv(gym.Env[np.ndarray, np.int64]):
                 f"action must be an int in [0, {len(self.suite.tools)}), got {action!r}; "
                 "it indexes suite.tools"
             )
-        subtask = self._task.subtasks[self._position]
-        tool = self.suite.tools[int(action)]
-        result = self.suite.execute(subtask, tool, self.np_random, self._decision_index)
+        action = int(action)
+        task = self._task
+        subtask = task.subtasks[self._position]
+        suite = self.suite
+        tool = suite.tools[action]
+        result = suite.execute(subtask, tool, self.np_random, self._decision_index)
         self._decision_index += 1
-        signal = self.reward_fn(
-            ToolCallContext(
-                tool=tool,
-                success=result.success,
-                duration_s=result.duration_s,
-                expected_duration_s=self.suite.expected_duration(tool),
-                output=result.output,
-                context=subtask.task_type,
-            )
-        )
+        signal = self._score(tool, subtask, result)
         components = dict(signal.components)
         if self._episode_id is not None:
             self._record_step(tool, result, signal.total, components)
         self._completed += int(result.success)
-        last = self._position == len(self._task.subtasks) - 1
+        last = self._position == len(task.subtasks) - 1
         stopped = not result.success and self.config.stop_on_failure
         terminated = last or stopped
         if not terminated:
             self._position += 1
-        self._previous_tool = int(action)
+        self._previous_tool = action
         self._previous_success = result.success
-        info = self._info()
-        info.update(
-            tool=tool,
-            success=result.success,
-            error=result.error,
-            duration_s=result.duration_s,
-            output=result.output,
-            success_probability=result.probability,
-            decision_best_tool=subtask.best_tool,
-            reward_components=components,
-        )
+        shown = task.subtasks[self._position]
+        # _info()'s entries, then the call's, in one literal (the same keys in the same order)
+        info = {
+            "task_text": task.text,
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "split": self.split,
+            "subtask_text": shown.text,
+            "subtask_type": shown.task_type,
+            "subtask_index": self._position,
+            "num_subtasks": len(task.subtasks),
+            "action_mask": self._action_mask.copy(),
+            "tools": suite.tools,
+            "best_tool": shown.best_tool,
+            "reward_components": components,
+            "tool": tool,
+            "success": result.success,
+            "error": result.error,
+            "duration_s": result.duration_s,
+            "output": result.output,
+            "success_probability": result.probability,
+            "decision_best_tool": subtask.best_tool,
+        }
         if terminated:
             self._done = True
-            task_success = self._completed == len(self._task.subtasks)
+            task_success = self._completed == len(task.subtasks)
             info["task_success"] = task_success
             self._complete_recording(task_success)
         return self._observation(), float(signal.total), terminated, False, info
@@ -271,11 +278,49 @@ class ToolUseEnv(gym.Env[np.ndarray, np.int64]):
             return task
         return self._tasks[int(self.np_random.integers(len(self._tasks)))]
 
+    def _score(self, tool: str, subtask: SubTask, result: ToolResult) -> RewardSignal:
+        """The reward of one call: ``reward_fn(ToolCallContext(...))``.
+
+        The default reward with durations that need no checking (finite floats >= 0,
+        as the suite draws them) takes a shortcut that builds no context and skips
+        re-checking the parts; the result is the same signal.
+        """
+        reward_fn = self.reward_fn
+        duration = result.duration_s
+        expected = self.suite.expected_duration(tool)
+        if (
+            type(reward_fn) is ToolReward
+            and type(duration) is float
+            and 0.0 <= duration < math.inf
+            and type(expected) is float
+            and 0.0 <= expected < math.inf
+        ):
+            return reward_fn._score_call(
+                tool, result.success, duration, expected, result.output, subtask.task_type
+            )
+        return reward_fn(
+            ToolCallContext(
+                tool=tool,
+                success=result.success,
+                duration_s=duration,
+                expected_duration_s=expected,
+                output=result.output,
+                context=subtask.task_type,
+            )
+        )
+
     def _observation(self) -> np.ndarray:
         assert self._task is not None
         subtask = self._task.subtasks[self._position]
         observation = np.zeros(self._observation_size, dtype=np.float32)
-        observation[: self._feature_dim] = self.suite.featurize(subtask.text)
+        suite = self.suite
+        # the suite's cached features without a copy, unless a subclass changed featurize
+        features = (
+            suite._features(subtask.text)
+            if type(suite).featurize is ToolUseSuite.featurize
+            else suite.featurize(subtask.text)
+        )
+        observation[: self._feature_dim] = features
         if self._previous_tool is not None:
             observation[self._feature_dim + self._previous_tool] = 1.0
         observation[-2] = float(self._previous_success)

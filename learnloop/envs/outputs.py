@@ -12,7 +12,6 @@ the tool reward as its per-tool quality checks.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -159,23 +158,24 @@ _SUCCESS: Mapping[str, OutputFn] = MappingProxyType(
     }
 )
 
-#: The output of a failed call (fails the quality check) per tool.
-_FAILED: Mapping[str, Any] = MappingProxyType(
+#: The output of a failed call (fails the quality check) per tool; a function, so
+#: that every call gets its own copy to mutate.
+_FAILED: Mapping[str, Callable[[], Any]] = MappingProxyType(
     {
-        "web_search": {"results": []},
-        "doc_search": {"pages": []},
-        "code_grep": {"matches": []},
-        "file_find": {"paths": []},
-        "file_read": {"content": "", "bytes": 0},
-        "file_write": {"bytes_written": 0},
-        "shell_exec": {"exit_code": 1, "stdout": "", "stderr": "command failed"},
-        "python_eval": {"value": None},
-        "http_get": {"status": 503, "body": ""},
-        "http_post": {"status": 500, "body": {}},
-        "json_parse": {"value": None},
-        "html_extract": {"links": []},
-        "csv_transform": {"rows": 0, "columns": []},
-        "sql_query": {"columns": [], "rows": [], "row_count": 0},
+        "web_search": lambda: {"results": []},
+        "doc_search": lambda: {"pages": []},
+        "code_grep": lambda: {"matches": []},
+        "file_find": lambda: {"paths": []},
+        "file_read": lambda: {"content": "", "bytes": 0},
+        "file_write": lambda: {"bytes_written": 0},
+        "shell_exec": lambda: {"exit_code": 1, "stdout": "", "stderr": "command failed"},
+        "python_eval": lambda: {"value": None},
+        "http_get": lambda: {"status": 503, "body": ""},
+        "http_post": lambda: {"status": 500, "body": {}},
+        "json_parse": lambda: {"value": None},
+        "html_extract": lambda: {"links": []},
+        "csv_transform": lambda: {"rows": 0, "columns": []},
+        "sql_query": lambda: {"columns": [], "rows": [], "row_count": 0},
     }
 )
 
@@ -269,4 +269,4 @@ def tool_output(
     """
     if success:
         return _SUCCESS[tool](slots, text, rng), None
-    return copy.deepcopy(_FAILED[tool]), ERRORS[tool]
+    return _FAILED[tool](), ERRORS[tool]

@@ -244,6 +244,9 @@ class ToolUseSuite:
         self._mean_duration = np.array([tool.expected_duration_s for tool in TOOLS])
         self._featurizer = TextFeaturizer(self.config.feature_dim)
         self._feature_cache: dict[str, np.ndarray] = {}
+        # id(subtask) -> (subtask, its slots as a dict) for execute; the subtask is
+        # kept so that a recycled id is never mistaken for it.
+        self._slot_cache: dict[int, tuple[SubTask, dict[str, str]]] = {}
 
         rng = np.random.default_rng(self.config.seed)
         self._success = self._draw_success(rng)
@@ -252,6 +255,10 @@ class ToolUseSuite:
         )
         self._success.setflags(write=False)
         self._duration.setflags(write=False)
+        # The same numbers as Python floats: execute reads one per call, and indexing
+        # nested lists costs a fraction of indexing a 2-d array.
+        self._success_rows: list[list[float]] = self._success.tolist()
+        self._duration_rows: list[list[float]] = self._duration.tolist()
         self._heldout_templates = self._split_templates(rng)
         self._heldout_values = self._split_values(rng)
         self.train_tasks, self.heldout_tasks = self._generate_tasks(rng)
@@ -358,12 +365,19 @@ class ToolUseSuite:
         Raises:
             ToolError: ``tool`` is not one of :attr:`tools`.
         """
-        probability = self.success_probability(subtask, tool, decision_index)
+        # success_probability and expected_duration, inlined: this runs once per step
+        row = self._type_row(subtask.task_type)
+        column = self._tool_index.get(tool)
+        if column is None:
+            column = self.tool_index(tool)  # raises ToolError naming the tools
+        probability = self._success_rows[row][column]
+        if self.config.degrade_tools and self.is_degraded(tool, decision_index):
+            probability = min(probability, self.config.degraded_success)
         success = bool(rng.random() < probability)
         sigma = self.config.latency_sigma
-        mean = self._duration[self._type_row(subtask.task_type), self._tool_index[tool]]
+        mean = self._duration_rows[row][column]
         duration = float(mean * math.exp(sigma * rng.standard_normal() - 0.5 * sigma * sigma))
-        output, error = tool_output(tool, dict(subtask.slots), subtask.text, success, rng)
+        output, error = tool_output(tool, self._slots_of(subtask), subtask.text, success, rng)
         return ToolResult(
             success=success,
             duration_s=duration,
@@ -372,15 +386,29 @@ class ToolUseSuite:
             probability=probability,
         )
 
+    def _slots_of(self, subtask: SubTask) -> Mapping[str, str]:
+        """``dict(subtask.slots)``, built once per sub-task (the tool outputs only read it)."""
+        entry = self._slot_cache.get(id(subtask))
+        if entry is None or entry[0] is not subtask:
+            entry = (subtask, dict(subtask.slots))
+            if len(self._slot_cache) < _FEATURE_CACHE_SIZE:
+                self._slot_cache[id(subtask)] = entry
+        return entry[1]
+
     def __getstate__(self) -> dict[str, Any]:
-        # The feature cache is rebuilt on demand; pickled environments (training
-        # checkpoints) would otherwise carry megabytes of it.
+        # The caches are rebuilt on demand; pickled environments (training
+        # checkpoints) would otherwise carry megabytes of features.
         state = dict(self.__dict__)
-        state["_feature_cache"] = {}
+        for derived in ("_feature_cache", "_slot_cache", "_success_rows", "_duration_rows"):
+            state.pop(derived, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._feature_cache = {}
+        self._slot_cache = {}
+        self._success_rows = self._success.tolist()
+        self._duration_rows = self._duration.tolist()
 
     def featurize(self, text: str) -> np.ndarray:
         """Hashed bag-of-words + bigram features of ``text`` (float32, ``(feature_dim,)``).
@@ -388,12 +416,17 @@ class ToolUseSuite:
         The suite's texts repeat (every attempt at a task re-reads it), so features
         are cached per text, up to ``_FEATURE_CACHE_SIZE`` texts; a copy is returned.
         """
+        return self._features(text).copy()
+
+    def _features(self, text: str) -> np.ndarray:
+        """:meth:`featurize` without the copy: the cached array, read-only; do not keep it."""
         features = self._feature_cache.get(text)
         if features is None:
             features = self._featurizer(text)
+            features.setflags(write=False)
             if len(self._feature_cache) < _FEATURE_CACHE_SIZE:
                 self._feature_cache[text] = features
-        return features.copy()
+        return features
 
     def tasks(self, split: Split) -> tuple[Task, ...]:
         """The tasks of one split."""

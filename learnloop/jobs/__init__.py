@@ -7,7 +7,7 @@
 * :mod:`~learnloop.jobs.context`: :class:`JobContext`, what a running job reports
   through and learns from that it must stop.
 * :mod:`~learnloop.jobs.runners`: job type -> runner (``ppo``, ``grpo``,
-  ``bandit``; ``apo`` is known but not available in this build).
+  ``bandit``, and ``apo`` from :mod:`~learnloop.jobs.apo`: prompt optimization).
 * :mod:`~learnloop.jobs.worker`: :class:`WorkerPool`, claiming, heartbeats,
   recovery of jobs whose worker died, worker processes.
 * :mod:`~learnloop.jobs.service`: :class:`JobService`, submit and control.

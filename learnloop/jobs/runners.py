@@ -1,4 +1,4 @@
-"""Job type -> runner: what actually trains, for ``ppo``, ``grpo``, ``bandit`` (and ``apo``).
+"""Job type -> runner: what actually trains, for ``ppo``, ``grpo``, ``bandit`` and ``apo``.
 
 A :class:`Runner` does three things:
 
@@ -12,8 +12,8 @@ A :class:`Runner` does three things:
   held-out tasks.
 
 :class:`Runners` maps job types to runners; :func:`default_runners` is the
-shipped set. A type can be *known but unavailable* (``apo`` until the prompt
-optimizer's runner exists): submitting it is refused with a clear message.
+shipped set. A type can be *known but unavailable* (a build without one of the
+runners): submitting it is refused with a clear message.
 """
 
 from __future__ import annotations
@@ -109,13 +109,12 @@ class Runners:
 
 
 def default_runners() -> Runners:
-    """The shipped runners: ``ppo``, ``grpo``, ``bandit``; ``apo`` is not available yet."""
+    """The shipped runners: ``ppo``, ``grpo``, ``bandit`` and ``apo``."""
+    from learnloop.jobs.apo import ApoRunner  # it builds on this module
+
     return Runners(
-        {"ppo": RLRunner("ppo"), "grpo": RLRunner("grpo"), "bandit": BanditRunner()},
-        unavailable={
-            "apo": "the prompt optimizer (APO) runner is not available in this build; "
-            "use ppo, grpo or bandit"
-        },
+        {"ppo": RLRunner("ppo"), "grpo": RLRunner("grpo"), "bandit": BanditRunner(),
+         "apo": ApoRunner()}
     )
 
 
@@ -141,6 +140,8 @@ def config_from_mapping(
         if name not in fields:
             known = sorted(n for n in fields if n not in exclude)
             raise ConfigError(f"unknown field {where}.{name}; known fields: {known}")
+        if value is None and "None" in str(fields[name].type):
+            continue  # an optional field: None is its "not set"
         default = fields[name].default
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{name} must be true or false, got {value!r:.60}")
@@ -536,4 +537,5 @@ class BanditRunner:
         score = heldout_success(selector, ToolUseSuite(SuiteConfig(seed=config.seed)))
         return {"checkpoint": str(path), "iteration": state["iteration"], "which": which,
                 "heldout_success": score, "score": score}
+
 

@@ -79,6 +79,19 @@ class RewardSignal:
         object.__setattr__(self, "components", parts)
 
     @classmethod
+    def _trusted(cls, total: float, components: dict[str, float]) -> RewardSignal:
+        """A signal from parts known valid, skipping ``__post_init__``'s checks.
+
+        For reward functions on a hot path that built the parts themselves: every
+        value a finite ``float``, every name a non-empty string and ``total`` their
+        ``math.fsum``. ``components`` is kept, not copied.
+        """
+        signal = object.__new__(cls)
+        object.__setattr__(signal, "total", total)
+        object.__setattr__(signal, "components", components)
+        return signal
+
+    @classmethod
     def of(cls, components: Mapping[str, float]) -> RewardSignal:
         """The signal whose total is the exact (``math.fsum``) sum of ``components``."""
         checked = {k: check_reward(v, f"reward component {k!r}") for k, v in components.items()}

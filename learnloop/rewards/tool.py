@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -259,16 +260,19 @@ class ToolReward:
 
     def quality_passed(self, call: ToolCallContext) -> bool | None:
         """Whether ``call.output`` passes its checks; None when no check applies."""
+        return self._quality(call.tool, call.context, call.output)
+
+    def _quality(self, tool: str, context: str | None, output: Any) -> bool | None:
         checks = []
-        if call.tool in self._tool_checks:
-            checks.append(("tool", call.tool, self._tool_checks[call.tool]))
-        if call.context is not None and call.context in self._context_checks:
-            checks.append(("context", call.context, self._context_checks[call.context]))
+        if tool in self._tool_checks:
+            checks.append(("tool", tool, self._tool_checks[tool]))
+        if context is not None and context in self._context_checks:
+            checks.append(("context", context, self._context_checks[context]))
         if not checks:
             return None
         for kind, key, check in checks:
             try:
-                passed = bool(check(call.output))
+                passed = bool(check(output))
             except Exception as exc:  # a user's check must never crash the reward
                 logger.debug("quality check for %s %r raised %r: counted as failed", kind, key, exc)
                 return False
@@ -277,24 +281,64 @@ class ToolReward:
         return True
 
     def __call__(self, call: ToolCallContext) -> RewardSignal:
-        cfg = self.config
-        bonuses = call.success or not cfg.bonuses_require_success
-        efficiency = 0.0
-        quality = 0.0
-        if bonuses:
-            efficiency = cfg.efficiency_weight * speedup(
-                call.duration_s, call.expected_duration_s, cfg.speedup_cap
-            )
-            if self.quality_passed(call):
-                quality = cfg.quality_bonus
-        return RewardSignal.of(
-            {
-                "success": cfg.success_reward if call.success else cfg.failure_reward,
-                "efficiency": efficiency,
-                "quality": quality,
-                "feedback": cfg.feedback_weight * (call.user_feedback or 0),
-            }
+        bonuses = call.success or not self.config.bonuses_require_success
+        return self._signal(
+            call.success,
+            call.duration_s,
+            call.expected_duration_s,
+            call.user_feedback,
+            quality=bonuses and bool(self.quality_passed(call)),
         )
+
+    def _score_call(
+        self,
+        tool: str,
+        success: bool,
+        duration_s: float,
+        expected_duration_s: float,
+        output: Any,
+        context: str | None,
+    ) -> RewardSignal:
+        """``self(ToolCallContext(...))`` of a call without feedback, without building the context.
+
+        For callers whose durations are known valid (finite floats >= 0), such as
+        the suite environment, which scores every step.
+        """
+        bonuses = success or not self.config.bonuses_require_success
+        return self._signal(
+            success,
+            duration_s,
+            expected_duration_s,
+            None,
+            quality=bonuses and bool(self._quality(tool, context, output)),
+        )
+
+    def _signal(
+        self,
+        success: bool,
+        duration_s: float | None,
+        expected_duration_s: float | None,
+        user_feedback: int | None,
+        *,
+        quality: bool,
+    ) -> RewardSignal:
+        cfg = self.config
+        efficiency = 0.0
+        if success or not cfg.bonuses_require_success:
+            efficiency = cfg.efficiency_weight * speedup(
+                duration_s, expected_duration_s, cfg.speedup_cap
+            )
+        parts = {
+            "success": float(cfg.success_reward if success else cfg.failure_reward),
+            "efficiency": float(efficiency),
+            "quality": float(cfg.quality_bonus) if quality else 0.0,
+            "feedback": float(cfg.feedback_weight * (user_feedback or 0)),
+        }
+        # The config's weights are finite and feedback is -1, 0 or 1, so only the
+        # efficiency part (a weight times a speedup) can overflow to infinity.
+        if math.isfinite(parts["efficiency"]):
+            return RewardSignal._trusted(math.fsum(parts.values()), parts)
+        return RewardSignal.of(parts)  # raises, naming the part that is not finite
 
     def score_step(self, step: Step) -> RewardSignal:
         """The tool reward of a recorded step (see :func:`tool_call_from_step`)."""

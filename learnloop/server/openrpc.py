@@ -28,7 +28,8 @@ _ERROR_TEXT = {
     "not_found": "No such job, episode, version or experiment.",
     "conflict": "The job or record is in a state that does not allow this (e.g. resuming a "
     "completed job).",
-    "not_available": "The job type exists but is not available in this build (apo).",
+    "not_available": "The job type exists but is not available in this build (a missing "
+    "extra).",
     "budget_refused": "The pre-flight estimate breaks the job's or the owner's budget.",
     "store_error": "The store could not carry out the operation.",
 }

@@ -58,11 +58,16 @@ logger = logging.getLogger(__name__)
 class EpisodeRecorder(Protocol):
     """The part of :class:`learnloop.recorder.Recorder` the collector writes through."""
 
-    def begin(self, task: str, **fields: Any) -> Any: ...
+    # Read-only callables rather than methods: the recorder's keyword-only signatures
+    # would not match methods declared with **fields.
+    @property
+    def begin(self) -> Callable[..., Any]: ...
 
-    def step(self, episode_id: Any, action: str, **fields: Any) -> Any: ...
+    @property
+    def step(self) -> Callable[..., Any]: ...
 
-    def complete(self, episode_id: Any, **fields: Any) -> Any: ...
+    @property
+    def complete(self) -> Callable[..., Any]: ...
 
 
 class ObservationEncoder:
@@ -82,6 +87,7 @@ class ObservationEncoder:
                 "so that it returns a Box observation"
             ) from None
         self._box = isinstance(space, gym.spaces.Box)
+        self._flat_shape = (self.dim,)
 
     def __call__(self, obs: Any) -> np.ndarray:
         """The observation as a new float32 vector of length ``dim``."""
@@ -92,6 +98,9 @@ class ObservationEncoder:
     def encode_into(self, obs: Any, out: np.ndarray) -> None:
         """Write the observation into ``out`` (a float32 row of length ``dim``), no copy kept."""
         if self._box:
+            if type(obs) is np.ndarray and obs.shape == self._flat_shape:
+                out[...] = obs  # already flat: the common case, without the reshape call
+                return
             flat = np.reshape(obs, -1)
         else:
             flat = np.asarray(gym.spaces.flatten(self.space, obs), np.float32).reshape(-1)
@@ -309,6 +318,7 @@ class RolloutCollector:
         # Observation and mask of each environment between collect_steps calls.
         self._obs = np.zeros((self.num_envs, self.encoder.dim), np.float32)
         self._masks = np.ones((self.num_envs, self.num_actions), np.int8)
+        self._mask_shape = (self.num_actions,)
         self._env_name = getattr(envs[0].spec, "id", None) or type(envs[0].unwrapped).__name__
         if recorder is not None and any(
             getattr(env.unwrapped, "recorder", None) is not None for env in self.envs
@@ -341,6 +351,9 @@ class RolloutCollector:
 
     def _write_mask(self, info: Mapping[str, Any], out: np.ndarray) -> None:
         mask = info.get("action_mask")
+        if type(mask) is np.ndarray and mask.shape == self._mask_shape:
+            out[...] = mask
+            return
         if mask is None:
             out[...] = 1
             return

@@ -633,3 +633,60 @@ def test_score_steps_with_shaped_rewards() -> None:
     assert both.steps[-1].reward_components["success"] == 1.0
     with pytest.raises(InvalidInputError, match="one value per step"):
         score_steps(ep, named("short", lambda e: [1.0]))
+
+
+# --- the tool reward's shortcut (no context, no re-checking) ---------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    success=st.booleans(),
+    duration=st.floats(0.0, 10.0),
+    expected=st.floats(0.0, 10.0),
+    weight=st.sampled_from([0.5, 2, -1.0]),
+    require=st.booleans(),
+    output=st.sampled_from([{"hits": [1]}, {"hits": []}, None]),
+)
+def test_tool_reward_shortcut_gives_the_same_signal(
+    success: bool, duration: float, expected: float, weight: float, require: bool, output: Any
+) -> None:
+    cfg = ToolRewardConfig(
+        success_reward=1, efficiency_weight=weight, bonuses_require_success=require
+    )
+    reward = ToolReward(cfg, {"search": {"required_fields": ["hits"]}}, {"facts": lambda o: True})
+    call = ToolCallContext(
+        tool="search",
+        success=success,
+        duration_s=duration,
+        expected_duration_s=expected,
+        output=output,
+        context="facts",
+    )
+    slow = reward(call)
+    fast = reward._score_call("search", success, duration, expected, output, "facts")
+    assert fast == slow
+    assert [type(v) for v in fast.components.values()] == [float] * 4
+    # the long way round: every part checked, the total their exact sum
+    assert fast == RewardSignal.of(dict(fast.components))
+
+
+def test_tool_reward_worked_example_and_overflow() -> None:
+    reward = ToolReward(quality_checks={"t": {"required_fields": ["x"]}})
+    # 0.25 s against 1 s: speedup min(1, 1/0.25 - 1) = 1, efficiency 0.5; quality 0.5
+    signal = reward._score_call("t", True, 0.25, 1.0, {"x": 1}, None)
+    assert signal.total == 2.0
+    assert dict(signal.components) == {
+        "success": 1.0,
+        "efficiency": 0.5,
+        "quality": 0.5,
+        "feedback": 0.0,
+    }
+    # 1.5 s against 2 s: speedup 2/1.5 - 1 = 1/3; failed output: no quality bonus
+    signal = reward._score_call("t", True, 1.5, 2.0, {}, None)
+    assert signal.total == pytest.approx(1.0 + 0.5 / 3, abs=1e-15)
+    # a weight times a speedup that overflows is rejected as before, naming the part
+    huge = ToolReward(ToolRewardConfig(efficiency_weight=1e308, speedup_cap=1e308))
+    with pytest.raises(InvalidInputError, match="efficiency"):
+        huge(ToolCallContext(tool="t", success=True, duration_s=1e-300, expected_duration_s=1.0))
+    with pytest.raises(InvalidInputError, match="efficiency"):
+        huge._score_call("t", True, 1e-300, 1.0, None, None)

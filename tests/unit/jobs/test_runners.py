@@ -4,7 +4,7 @@ import pytest
 
 from learnloop.errors import ConfigError, JobError
 from learnloop.jobs import BanditRunner, RLRunner, default_runners
-from learnloop.jobs.runners import config_from_mapping
+from learnloop.jobs.runners import Runners, config_from_mapping
 from learnloop.train.config import PolicyConfig, RunConfig
 
 
@@ -50,13 +50,15 @@ def test_bandit_prepare() -> None:
         BanditRunner().prepare({"decisions": 3, "iterations": 5})
 
 
-def test_runner_registry_knows_apo_but_cannot_run_it() -> None:
+def test_runner_registry_runs_every_type_and_names_unavailable_ones() -> None:
     runners = default_runners()
     assert runners.types == ("apo", "bandit", "grpo", "ppo")
-    assert runners.unavailable_reason("apo") is not None
+    assert all(runners.unavailable_reason(t) is None for t in runners.types)
+    partial = Runners({"bandit": BanditRunner()}, unavailable={"apo": "needs the local extra"})
+    assert partial.unavailable_reason("apo") is not None
     with pytest.raises(JobError, match=r"'apo' is not available in this build"):
-        runners.get("apo")
+        partial.get("apo")
     with pytest.raises(JobError, match=r"unknown job type 'sft'"):
         runners.get("sft")
-    added = runners.with_runner("apo", BanditRunner())  # one entry adds it later
+    added = partial.with_runner("apo", BanditRunner())  # one entry adds it
     assert added.unavailable_reason("apo") is None and isinstance(added.get("apo"), BanditRunner)

@@ -185,8 +185,8 @@ def test_cancel_queued_and_apo_not_available(api: Api) -> None:
     assert listed["total"] >= 1
     cancelled = api.ok("training.cancel", job_id=queued[-1]["job_id"])
     assert cancelled["status"] in ("cancelled", "running")
-    apo = api.error("training.start_apo", config={})
-    assert apo["code"] == -32004 and "not available in this build" in apo["message"]
+    apo = api.error("training.start_apo", config={"generations": 0})
+    assert apo["code"] == -32602 and "generations must be >= 1" in apo["message"]
     for job in (first, *queued):
         api.ok("training.get_status", job_id=job["job_id"])
     refused = api.error("training.start_ppo", config={"iterations": 10, "tokens_in": 10**6},

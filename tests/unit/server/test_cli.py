@@ -80,8 +80,8 @@ def test_jobs_cli_round_trip(server: str, tmp_path: Path,
     assert all(json.loads(line)["metadata"]["job_id"] == job_id for line in lines)
     code, _, err = run(capsys, "jobs", "resume", job_id)
     assert code == 1 and "completed and cannot be resumed" in err
-    code, _, err = run(capsys, "jobs", "start", "apo")
-    assert code == 1 and "not available in this build" in err
+    code, _, err = run(capsys, "jobs", "start", "apo", "--config", '{"generatoins": 1}')
+    assert code == 1 and "unknown field config.generatoins" in err
     code, _, err = run(capsys, "jobs", "list", "--token", "wrong")
     assert code == 1 and "bearer token" in err
 
