@@ -185,7 +185,7 @@ def _bandit_stage(state: _DemoState) -> None:
 
         return run
 
-    policy_name = "squarecb"
+    policy_name = "linear_thompson"
     featurizer = default_featurizer(policy_name)
     selector = ToolSelector(
         make_policy(policy_name, dim=featurizer.dim, seed=config.seed),
