@@ -55,6 +55,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import orjson
 
+from learnloop.bounds import Sanitizer
 from learnloop.episode import (
     Episode,
     EpisodeId,
@@ -208,96 +209,6 @@ class _OpenEpisode:
         return Episode.from_dict(self.body())
 
 
-class _Sanitizer:
-    """Bounds JSON values and rejects what is not JSON (see the module docstring)."""
-
-    def __init__(self, config: RecorderConfig) -> None:
-        self.max_chars = config.max_string_chars
-        self.max_items = config.max_collection_items
-        self.max_depth = config.max_depth
-        self.truncated = 0
-
-    def cut(self, text: str, limit: int) -> str:
-        if len(text) <= limit:
-            return text
-        self.truncated += 1
-        return f"{text[:limit]}…[+{len(text) - limit} chars]"
-
-    def value(self, value: Any, path: str, depth: int = 0, lenient: bool = False) -> JSONValue:
-        kind = type(value)
-        if kind is str:
-            return value if len(value) <= self.max_chars else self.cut(value, self.max_chars)
-        if kind is int or kind is bool or value is None:
-            return value
-        if kind is float:
-            if math.isfinite(value):
-                return value
-            if lenient:
-                return repr(value)
-            raise InvalidInputError(
-                f"{path} is {value!r}, which JSON cannot hold; use a finite number or None"
-            )
-        if kind is dict and len(value) <= self.max_items and depth < self.max_depth:
-            # fast path: a flat dict of short strings and plain numbers
-            for key, item in value.items():
-                item_kind = type(item)
-                if type(key) is not str or not (
-                    (item_kind is str and len(item) <= self.max_chars)
-                    or item_kind is int
-                    or item_kind is bool
-                    or item is None
-                    or (item_kind is float and math.isfinite(item))
-                ):
-                    break
-            else:
-                return dict(value)
-        if depth >= self.max_depth:
-            self.truncated += 1
-            return f"…[nested deeper than {self.max_depth}]"
-        if kind is dict or isinstance(value, Mapping):
-            out: dict[str, JSONValue] = {}
-            for i, (key, item) in enumerate(value.items()):
-                if i >= self.max_items:
-                    self.truncated += 1
-                    out["…"] = f"[+{len(value) - self.max_items} items]"
-                    break
-                if type(key) is not str:
-                    if not lenient:
-                        raise InvalidInputError(
-                            f"{path} has key {key!r} ({type(key).__name__}); JSON object keys "
-                            "must be strings: convert it with str()"
-                        )
-                    key = str(key)
-                out[key] = self.value(item, f"{path}.{key}", depth + 1, lenient)
-            return out
-        if kind is list or kind is tuple:
-            items = [
-                self.value(item, f"{path}[{i}]", depth + 1, lenient)
-                for i, item in enumerate(value[: self.max_items])
-            ]
-            if len(value) > self.max_items:
-                self.truncated += 1
-                items.append(f"…[+{len(value) - self.max_items} items]")
-            return items
-        if isinstance(value, (bool, int)):  # numpy ints, IntEnum
-            return int(value)
-        if isinstance(value, float) or hasattr(value, "item"):  # numpy scalars
-            try:
-                return self.value(
-                    value.item() if hasattr(value, "item") else float(value), path, depth, lenient
-                )
-            except (TypeError, ValueError):
-                pass
-        if isinstance(value, str):  # str subclasses, StrEnum
-            return self.value(str(value), path, depth, lenient)
-        if lenient:
-            return self.cut(repr(value), self.max_chars)
-        raise InvalidInputError(
-            f"{path} holds a {type(value).__name__} ({value!r:.80}), which is not JSON; pass "
-            "str/int/float/bool/None, lists and dicts with string keys (e.g. str(value))"
-        )
-
-
 class EpisodeHandle:
     """An open episode; use as a context manager (sync or async).
 
@@ -425,6 +336,14 @@ class Recorder:
     def config(self) -> RecorderConfig:
         return self._config
 
+    def _sanitizer(self) -> Sanitizer:
+        config = self._config
+        return Sanitizer(
+            max_chars=config.max_string_chars,
+            max_items=config.max_collection_items,
+            max_depth=config.max_depth,
+        )
+
     # --- recording ------------------------------------------------------------------
 
     def begin(
@@ -443,7 +362,7 @@ class Recorder:
         """Open an episode and return its id."""
         if not isinstance(task, str):
             raise InvalidInputError(f"task must be a string, got {type(task).__name__}")
-        sanitizer = _Sanitizer(self._config)
+        sanitizer = self._sanitizer()
         now = self._clock()
         episode = _OpenEpisode(
             id=EpisodeId(episode_id) if episode_id else new_episode_id(),
@@ -532,7 +451,7 @@ class Recorder:
             raise InvalidInputError(
                 "completion_logprobs holds NaN or inf; pass finite log-probabilities"
             )
-        sanitizer = _Sanitizer(self._config)
+        sanitizer = self._sanitizer()
         text_limit = self._config.max_text_chars
         record: dict[str, JSONValue] = {
             "index": 0,
@@ -590,7 +509,7 @@ class Recorder:
     ) -> int | None:
         """Record what the world reported; returns its index, or None if full."""
         confidence = check_confidence(confidence)
-        sanitizer = _Sanitizer(self._config)
+        sanitizer = self._sanitizer()
         value = sanitizer.value(content, "content")
         with self._lock:
             episode = self._lookup(episode_id)
@@ -635,7 +554,7 @@ class Recorder:
         if status is OutcomeStatus.IN_PROGRESS:
             raise InvalidInputError("complete() needs a final status, not 'in_progress'")
         terminal = check_reward(reward, "terminal reward") if reward is not None else 0.0
-        sanitizer = _Sanitizer(self._config)
+        sanitizer = self._sanitizer()
         outcome_value = sanitizer.value(dict(outcome), "outcome") if outcome is not None else None
         with self._lock:
             episode = self._lookup(episode_id)
