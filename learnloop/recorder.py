@@ -39,8 +39,6 @@ InvalidInputError, as does state that is not JSON (a set, an object...).
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import functools
 import inspect
 import logging
@@ -50,7 +48,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import orjson
@@ -66,6 +63,7 @@ from learnloop.episode import (
     new_episode_id,
 )
 from learnloop.errors import ClosedError, ConfigError, InvalidInputError, NotFoundError, StoreError
+from learnloop.handle import EpisodeHandle, current_episode
 from learnloop.redaction import Redactor
 from learnloop.store.sqlite import episode_row
 
@@ -81,15 +79,6 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_current: contextvars.ContextVar[EpisodeHandle | None] = contextvars.ContextVar(
-    "learnloop_current_episode", default=None
-)
-
-
-def current_episode() -> EpisodeHandle | None:
-    """The episode opened by the innermost ``with recorder.episode(...)`` here, if any."""
-    return _current.get()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,73 +196,6 @@ class _OpenEpisode:
 
     def snapshot(self) -> Episode:
         return Episode.from_dict(self.body())
-
-
-class EpisodeHandle:
-    """An open episode; use as a context manager (sync or async).
-
-    Leaving the block completes the episode: as ``failure`` with the error
-    recorded if an exception escaped (which is then re-raised), as ``success``
-    otherwise, unless :meth:`complete` was already called.
-    """
-
-    def __init__(self, recorder: Recorder, episode_id: EpisodeId) -> None:
-        self._recorder = recorder
-        self.id = episode_id
-        self.result: Episode | None = None
-        self._token: contextvars.Token[EpisodeHandle | None] | None = None
-
-    def step(self, action: str, **fields: Any) -> int | None:
-        return self._recorder.step(self.id, action, **fields)
-
-    def observe(self, content: JSONValue, **fields: Any) -> int | None:
-        return self._recorder.observe(self.id, content, **fields)
-
-    def complete(self, **fields: Any) -> Episode:
-        self.result = self._recorder.complete(self.id, **fields)
-        return self.result
-
-    def child(self, task: str, **fields: Any) -> EpisodeHandle:
-        """Open a sub-episode whose parent is this one."""
-        fields.setdefault("kind", "subtask")
-        return self._recorder.episode(task, parent_id=self.id, **fields)
-
-    def __enter__(self) -> EpisodeHandle:
-        self._token = _current.set(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            _current.reset(self._token)
-            self._token = None
-        if self.result is not None or not self._recorder.is_open(self.id):
-            return
-        if exc is None:
-            self.complete(status=OutcomeStatus.SUCCESS)
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-            status = (
-                OutcomeStatus.ABORTED
-                if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
-                else OutcomeStatus.FAILURE
-            )
-            self.complete(status=status, reason=reason, outcome={"error": reason})
-
-    async def __aenter__(self) -> EpisodeHandle:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
 class Recorder:

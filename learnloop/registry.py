@@ -444,7 +444,8 @@ class Registry:
                 expected_revision=index.revision if index else 0,
             )
         except ConflictError:
-            pass  # someone else updated the index; the caller re-reads it
+            # Another writer updated the index first; the caller re-reads it and retries.
+            logger.debug("registry index of %r changed concurrently; re-reading", state["name"])
 
     def _index_version(self, version: Version) -> None:
         for _ in range(self._config.max_attempts):

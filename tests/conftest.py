@@ -26,3 +26,4 @@ def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def in_ci() -> bool:
     return bool(os.environ.get("CI"))
+

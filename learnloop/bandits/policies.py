@@ -268,7 +268,7 @@ class EpsilonGreedyQ(_TabularPolicy):
 
     >>> from learnloop.bandits.contexts import KeywordFeaturizer
     >>> policy = EpsilonGreedyQ(); policy.add_arms(2)
-    >>> ctx = KeywordFeaturizer()("grep for TODO")
+    >>> ctx = KeywordFeaturizer()("grep for the error")
     >>> policy.update(ctx, 1, 1.0); round(policy.entry("search", 1)["q"], 3), policy.epsilon
     (0.1, 0.0995)
     """
