@@ -63,24 +63,9 @@ def open_existing_store(url: str | None, flag: str = "--store") -> Any:
     (Opening it would create an empty database and report "no logs", which hides a
     mistyped path.)
     """
-    import os
+    from learnloop.store import open_store
 
-    from learnloop.errors import StoreError
-    from learnloop.store import open_store, resolve_store_url
-
-    resolved = resolve_store_url(url)
-    path: str | None = None
-    if resolved.startswith("sqlite://"):
-        path = resolved[len("sqlite://") :]
-        path = path[1:] if path.startswith("/") else path
-    elif "://" not in resolved:
-        path = resolved
-    if path and path != ":memory:" and not os.path.exists(path):
-        raise StoreError(
-            f"store {resolved!r} does not exist; pass {flag} with the store that "
-            "holds the logged choices"
-        )
-    return open_store(resolved)
+    return open_store(url, create=False, flag=flag)
 
 
 def no_logs_message(url: str | None, since: str | None = None, agent_id: str | None = None) -> str:

@@ -91,10 +91,11 @@ def _query(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """The store; reading commands refuse a SQLite file that does not exist."""
     from learnloop.store import open_store
 
-    return open_store(args.store)
+    return open_store(args.store, create=create)
 
 
 def _summary(episode: Any) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from learnloop.store.jsonl import import_jsonl
 
-    with _open(args) as store:
+    with _open(args, create=True) as store:
         if args.file == "-":
             count = import_jsonl(store, sys.stdin)
         else:

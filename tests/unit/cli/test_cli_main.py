@@ -74,11 +74,23 @@ def test_unknown_episode_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    SqliteStore(tmp_path / "empty.db").close()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     assert main(["episodes", "list", "--store", url]) == 0
     assert "No episodes" in capsys.readouterr().out
     assert main(["episodes", "stats", "--store", url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 0
+
+
+def test_reading_a_store_that_does_not_exist_says_so_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (["episodes", "list"], ["episodes", "stats"], ["episodes", "show", "x"]):
+        assert main([*command, "--store", url]) == 1
+        err = capsys.readouterr().err
+        assert "does not exist" in err and "--store" in err
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_export_import_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
