@@ -63,7 +63,7 @@ from learnloop.errors import (
 )
 from learnloop.store.base import Document, DocumentFilterValue, EpisodeQuery
 from learnloop.store.schema import MIGRATIONS, render
-from learnloop.store.sqlite import check_field_name, dump_json, episode_row
+from learnloop.store.sqlite import check_field_name, dump_json, episode_row, iter_keyset
 
 try:
     import psycopg
@@ -421,35 +421,20 @@ class PostgresStore:
         if page_size < 1:
             raise InvalidInputError(f"page_size must be >= 1, got {page_size}")
         where, params = self._where(query)
-        op = "<" if query.newest_first else ">"
-        order = "DESC" if query.newest_first else "ASC"
-        cursor: tuple[float, str] | None = None
-        remaining = query.limit
-        skipped = query.offset
-        while remaining is None or remaining > 0:
-            extra = ""
-            page_params = list(params)
-            if cursor is not None:
-                extra = (" AND " if where else " WHERE ") + f"(started_at, id) {op} (%s, %s)"
-                page_params += [cursor[0], cursor[1]]
-            sql = (
-                f"SELECT started_at, id, body::text FROM episodes{where}{extra} "
-                f"ORDER BY started_at {order}, id {order} LIMIT %s"
-            )
-            with self._connection() as conn:
-                rows = conn.execute(sql, [*page_params, page_size]).fetchall()
-            if not rows:
-                return
-            cursor = (rows[-1][0], rows[-1][1])
-            for _, _, body in rows:
-                if skipped:
-                    skipped -= 1
-                    continue
-                yield Episode.from_dict(orjson.loads(body))
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
+
+        def fetch(sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+            with self._connection() as conn:  # released between pages
+                return conn.execute(sql, args).fetchall()
+
+        return iter_keyset(
+            query,
+            where,
+            params,
+            page_size=page_size,
+            placeholder="%s",
+            body="body::text",
+            fetch=fetch,
+        )
 
     def count_episodes(self, query: EpisodeQuery = EpisodeQuery()) -> int:
         where, params = self._where(query)

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ from learnloop.errors import (
 from learnloop.store.base import Document, DocumentFilterValue, EpisodeQuery
 from learnloop.store.schema import MIGRATIONS, render
 
-__all__ = ["SqliteStore", "dump_json"]
+__all__ = ["SqliteStore", "dump_json", "iter_keyset"]
 
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -76,6 +76,54 @@ def check_field_name(name: str) -> str:
             f"filter field {name!r} is not a plain identifier; use letters, digits and _"
         )
     return name
+
+
+def iter_keyset(
+    query: EpisodeQuery,
+    where: str,
+    params: Sequence[Any],
+    *,
+    page_size: int,
+    placeholder: str,
+    body: str,
+    fetch: Callable[[str, list[Any]], Sequence[Sequence[Any]]],
+) -> Iterator[Episode]:
+    """Matching episodes a page at a time, by keyset on ``(started_at, id)``.
+
+    Shared by the SQL backends: ``where``/``params`` are the backend's filter,
+    ``placeholder`` its parameter marker, ``body`` the expression selecting the JSON
+    text, and ``fetch(sql, args)`` runs one page query. Offset and limit of
+    ``query`` are applied while streaming, so no page re-reads skipped rows.
+    """
+    op = "<" if query.newest_first else ">"
+    order = "DESC" if query.newest_first else "ASC"
+    cursor: tuple[float, str] | None = None
+    remaining = query.limit
+    skipped = query.offset
+    while remaining is None or remaining > 0:
+        extra = ""
+        page_params = list(params)
+        if cursor is not None:
+            keyset = f"(started_at, id) {op} ({placeholder}, {placeholder})"
+            extra = (" AND " if where else " WHERE ") + keyset
+            page_params += [cursor[0], cursor[1]]
+        sql = (
+            f"SELECT started_at, id, {body} FROM episodes{where}{extra} "
+            f"ORDER BY started_at {order}, id {order} LIMIT {placeholder}"
+        )
+        rows = fetch(sql, [*page_params, page_size])
+        if not rows:
+            return
+        cursor = (rows[-1][0], rows[-1][1])
+        for row in rows:
+            if skipped:
+                skipped -= 1
+                continue
+            yield Episode.from_dict(orjson.loads(row[2]))
+            if remaining is not None:
+                remaining -= 1
+                if remaining == 0:
+                    return
 
 
 class SqliteStore:
@@ -296,34 +344,15 @@ class SqliteStore:
         if page_size < 1:
             raise InvalidInputError(f"page_size must be >= 1, got {page_size}")
         where, params = self._where(query)
-        op = "<" if query.newest_first else ">"
-        order = "DESC" if query.newest_first else "ASC"
-        cursor: tuple[float, str] | None = None
-        remaining = query.limit
-        skipped = query.offset
-        while remaining is None or remaining > 0:
-            extra = ""
-            page_params = list(params)
-            if cursor is not None:
-                extra = (" AND " if where else " WHERE ") + f"(started_at, id) {op} (?, ?)"
-                page_params += [cursor[0], cursor[1]]
-            sql = (
-                f"SELECT started_at, id, body FROM episodes{where}{extra} "
-                f"ORDER BY started_at {order}, id {order} LIMIT ?"
-            )
-            rows = self._conn().execute(sql, [*page_params, page_size]).fetchall()
-            if not rows:
-                return
-            cursor = (rows[-1][0], rows[-1][1])
-            for _, _, body in rows:
-                if skipped:
-                    skipped -= 1
-                    continue
-                yield Episode.from_dict(orjson.loads(body))
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
+        return iter_keyset(
+            query,
+            where,
+            params,
+            page_size=page_size,
+            placeholder="?",
+            body="body",
+            fetch=lambda sql, args: self._conn().execute(sql, args).fetchall(),
+        )
 
     def count_episodes(self, query: EpisodeQuery = EpisodeQuery()) -> int:
         where, params = self._where(query)
