@@ -169,6 +169,12 @@ def _finish(
         if target is JobStatus.COMPLETED:
             data["result"] = _plain(result)
             data["registered"] = registered
+            # A job killed after its last checkpoint but before reporting that
+            # iteration resumes with nothing left to run: take the final iteration
+            # from the run's own summary rather than from the last report.
+            final = (result.get("summary") or {}).get("iterations")
+            if isinstance(final, int) and final > int(data.get("iteration") or 0):
+                data["iteration"] = final
         if latest and all(c["path"] != latest["path"] for c in data.get("checkpoints") or ()):
             data["checkpoints"] = [*(data.get("checkpoints") or ()), _plain(latest)][-20:]
 
