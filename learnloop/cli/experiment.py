@@ -94,9 +94,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
+    """The store, which must exist: an experiment compares versions registered in it."""
     from learnloop.store import open_store
 
-    return open_store(args.store)
+    return open_store(args.store, create=False)
 
 
 def _experiments(store: Any) -> Any:

@@ -75,10 +75,11 @@ def _registry(store: Any) -> Any:
     return Registry(store)
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """The store; only ``register`` may create it (a read of a mistyped path is an error)."""
     from learnloop.store import open_store
 
-    return open_store(args.store)
+    return open_store(args.store, create=create)
 
 
 def _version_dict(version: Any, *, content: bool = True) -> dict[str, Any]:
@@ -205,7 +206,7 @@ def _register(args: argparse.Namespace) -> int:
             f"--file {args.file!r} is not JSON ({exc}); a policy must be a JSON file, or use "
             "--kind prompt"
         ) from None
-    with _open(args) as store:
+    with _open(args, create=True) as store:
         registry = _registry(store)
         if args.candidate:
             version = registry.register_candidate(

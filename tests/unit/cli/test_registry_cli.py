@@ -83,6 +83,7 @@ def test_register_list_show_label_diff(capsys, url: str, tmp_path: Path) -> None
 def test_registry_errors_exit_nonzero_with_the_fix_on_stderr(
     capsys, url: str, tmp_path: Path
 ) -> None:
+    SqliteStore(tmp_path / "cli.db").close()  # an existing, empty store
     code, out, err = run(capsys, "registry", "show", "missing", "--store", url)
     assert code == 1 and out == "" and "no resource named 'missing'" in err
     code, _, err = run(capsys, "registry", "register", "p", "--file", str(tmp_path / "no.txt"),
@@ -161,3 +162,21 @@ def test_experiment_start_status_rollout_stop(capsys, url: str, tmp_path: Path) 
     assert code == 1 and "already exists" in err
     code, _, err = run(capsys, "experiment", "start", "x", "--split", "abc", "--store", url)
     assert code == 2
+
+
+def test_reads_of_a_store_that_does_not_exist_fail_and_create_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (
+        ["registry", "list"],
+        ["registry", "show", "p"],
+        ["registry", "history", "p"],
+        ["registry", "label", "p", "1", "production"],
+        ["experiment", "status", "e"],
+        ["experiment", "start", "e"],
+    ):
+        code, _, err = run(capsys, *command, "--store", url)
+        assert code == 1, command
+        assert "does not exist" in err and "--store" in err
+    assert not (tmp_path / "typo.db").exists()
