@@ -39,6 +39,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
     import sys
     import threading
 
@@ -61,15 +62,26 @@ def run(args: argparse.Namespace) -> int:
         lm, recorder=recorder, model_name=args.model_name, default_max_tokens=args.max_tokens
     )
     server = PolicyServer(service, host=args.host, port=args.port)
+    stopping = threading.Event()
+    # SIGTERM (a service manager, `kill`) stops as Ctrl-C does: through the finally
+    # below, so the calls captured for episodes still open are stored, as aborted.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         server.start()
         sys.stderr.write(
             f"serving {service.model_name} at {server.base_url} "
-            f"(per-episode: http://{args.host}:{server.port}/episodes/<id>/v1); Ctrl-C stops\n"
+            f"(per-episode: http://{args.host}:{server.port}/episodes/<id>/v1); "
+            "Ctrl-C or SIGTERM stops\n"
         )
-        threading.Event().wait()
+        while not stopping.wait(1.0):  # a timed wait keeps Ctrl-C responsive
+            pass
+    except KeyboardInterrupt:
+        pass
     finally:
         server.stop()
+        kept = recorder.abort_open("policy server stopped")
         recorder.close()
         store.close()
+        if kept:
+            sys.stderr.write(f"stored {len(kept)} open episodes as aborted\n")
     return 0
