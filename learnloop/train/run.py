@@ -310,8 +310,13 @@ def make_envs(
     import learnloop.envs  # registers the suite's ids with Gymnasium
 
     if env_id not in gym.registry:
+        try:  # Gymnasium knows the near misses: "v3 is deprecated, use Taxi-v4", typos
+            gym.spec(env_id)
+            hint = ""
+        except gym.error.Error as exc:
+            hint = f" ({exc})"
         raise ConfigError(
-            f"unknown Gymnasium environment {env_id!r}; use a registered id such as "
+            f"unknown Gymnasium environment {env_id!r}{hint}; use a registered id such as "
             f"CartPole-v1 or {learnloop.envs.ENV_ID}"
         )
     options: dict[str, Any] = {"split": split} if _is_suite(env_id) else {}

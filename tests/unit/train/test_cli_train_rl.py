@@ -97,6 +97,11 @@ def test_bad_values_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "gamma" in capsys.readouterr().err
     assert main(["train", "ppo", "--env", "NoSuchEnv-v9", "--output-dir", str(tmp_path)]) == 2
     assert "NoSuchEnv-v9" in capsys.readouterr().err
+    # Gymnasium's own hint comes along: a typo, an old version
+    assert main(["train", "ppo", "--env", "CartPol-v1", "--output-dir", str(tmp_path)]) == 2
+    assert "Did you mean: `CartPole`" in capsys.readouterr().err
+    assert main(["train", "ppo", "--env", "Taxi-v3", "--output-dir", str(tmp_path)]) == 2
+    assert "Taxi-v4" in capsys.readouterr().err
     assert main(["train", "ppo", "--num-envs", "many"]) == 2
 
 
