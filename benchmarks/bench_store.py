@@ -9,7 +9,14 @@ Peer, same run and same data shape: OpenTelemetry's SDK recording one span per
 step with the same attributes into its in-memory exporter (not durable), if
 ``opentelemetry-sdk`` is installed.
 
-Run: ``python benchmarks/bench_store.py [--episodes 4000] [--repeats 3]``
+``--breakdown`` also prints where the time goes, one thread: the recorder alone
+(a store that keeps nothing) with and without redaction, on this data and on
+"busy" data whose every value holds what the redaction prefilter must look at
+closer (``:``, ``-``, ``_``, ``=``, capitals: URLs, snake_case, key=value), and
+SQLite alone (the same prepared rows written by the store, in the recorder's
+batches).
+
+Run: ``python benchmarks/bench_store.py [--episodes 4000] [--repeats 3] [--breakdown]``
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +42,21 @@ WORDS = (
 ).split()
 
 
-def make_state(rng: random.Random) -> dict[str, Any]:
-    return {f"field_{i}": " ".join(rng.choice(WORDS) for _ in range(16))[:100] for i in range(10)}
+BUSY_WORDS = (
+    "https://api.example.com/v1/items?page=2 file_path=/tmp/x-1 Status: OK user_id=42 "
+    "Content-Type: application/json X-Request-Id: 3f2a-9b Total_Count=7 AWS_REGION=eu-west-1"
+).split()
 
 
-def record(recorder: Recorder, num_episodes: int, seed: int, agent: str) -> None:
+def make_state(rng: random.Random, words: Sequence[str] = WORDS) -> dict[str, Any]:
+    return {f"field_{i}": " ".join(rng.choice(words) for _ in range(16))[:100] for i in range(10)}
+
+
+def record(
+    recorder: Recorder, num_episodes: int, seed: int, agent: str, words: Sequence[str] = WORDS
+) -> None:
     rng = random.Random(seed)
-    states = [make_state(rng) for _ in range(64)]
+    states = [make_state(rng, words) for _ in range(64)]
     for e in range(num_episodes):
         eid = recorder.begin(
             f"task {seed}-{e}: {rng.choice(WORDS)} the {rng.choice(WORDS)}", agent_id=agent
@@ -80,6 +96,64 @@ def throughput(num_episodes: int, num_threads: int) -> tuple[float, Path]:
     assert stored == per_thread * num_threads, (stored, per_thread * num_threads)
     store.close()
     return per_thread * num_threads * 10 / elapsed, folder / "bench.db"
+
+
+class _KeepNothing:
+    """A store that keeps nothing: what is left is the recorder's own cost."""
+
+    def add_episode_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        pass
+
+
+def recorder_alone_us_per_step(num_episodes: int, *, redact: bool, busy: bool) -> float:
+    recorder = Recorder(
+        _KeepNothing(), RecorderConfig(max_open_episodes=10_000, redact_secrets=redact)
+    )
+    started = time.perf_counter()
+    record(recorder, num_episodes, 0, "agent-0", BUSY_WORDS if busy else WORDS)
+    recorder.flush()
+    elapsed = time.perf_counter() - started
+    recorder.close()
+    return elapsed / (num_episodes * 10) * 1e6
+
+
+def sqlite_alone_us_per_step(num_episodes: int) -> float:
+    """The rows the recorder would write, written by the store alone."""
+    rows: list[tuple[Any, ...]] = []
+
+    class Keep:
+        def add_episode_rows(self, batch: Sequence[tuple[Any, ...]]) -> None:
+            rows.extend(batch)
+
+    recorder = Recorder(Keep(), RecorderConfig(max_open_episodes=10_000))
+    record(recorder, num_episodes, 0, "agent-0")
+    recorder.close()
+    store = SqliteStore(Path(tempfile.mkdtemp()) / "alone.db")
+    batch = RecorderConfig().batch_size
+    started = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        store.add_episode_rows(rows[start : start + batch])
+    elapsed = time.perf_counter() - started
+    store.close()
+    return elapsed / (num_episodes * 10) * 1e6
+
+
+def print_breakdown(num_episodes: int, repeats: int) -> None:
+    def best(measure: Any, **kwargs: Any) -> float:
+        return min(measure(num_episodes, **kwargs) for _ in range(repeats))
+
+    for busy in (False, True):
+        data = "busy data" if busy else "this data"
+        with_redaction = best(recorder_alone_us_per_step, redact=True, busy=busy)
+        without = best(recorder_alone_us_per_step, redact=False, busy=busy)
+        print(
+            f"recorder alone, 1 thread, {data}: {with_redaction:.2f} us/step with redaction, "
+            f"{without:.2f} without (best of {repeats})"
+        )
+    print(
+        f"sqlite alone (the same rows, batches of {RecorderConfig().batch_size}): "
+        f"{best(sqlite_alone_us_per_step):.2f} us/step"
+    )
 
 
 def otel_throughput(num_episodes: int) -> float | None:
@@ -134,6 +208,7 @@ def main() -> int:
     )
     parser.add_argument("--episodes", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true", help="also print where the time goes")
     args = parser.parse_args()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.episodes} episodes x 10 steps, ~1 KB state/step"
@@ -162,6 +237,10 @@ def main() -> int:
     print(
         f"get by id: median {latency['get_median_ms']:.3f} ms; filtered page of 50 (agent+status, newest first): median {latency['page50_median_ms']:.2f} ms"
     )
+    if args.breakdown:
+        print_breakdown(args.episodes, args.repeats)
+    with open("/proc/loadavg") as loadavg:  # the machine is shared: say how busy it was
+        print(f"load average after the run: {loadavg.read().split()[0]}")
     return 0
 
 

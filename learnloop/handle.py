@@ -2,23 +2,33 @@
 
 ``with recorder.episode(task) as ep:`` yields an :class:`EpisodeHandle`; inside the
 block, :func:`current_episode` returns it (a contextvar, so every thread and every
-asyncio task sees its own), which is how the recorder's tool decorator knows where
-a tool call belongs.
+asyncio task sees its own), which is how :func:`record_tool_calls` (the recorder's
+tool decorator) knows where a tool call belongs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from learnloop.episode import Episode, EpisodeId, JSONValue, OutcomeStatus
 
 if TYPE_CHECKING:
     from learnloop.recorder import Recorder
 
-__all__ = ["EpisodeHandle", "current_episode"]
+__all__ = ["EpisodeHandle", "current_episode", "record_tool_calls"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _current: contextvars.ContextVar[EpisodeHandle | None] = contextvars.ContextVar(
     "learnloop_current_episode", default=None
@@ -95,3 +105,66 @@ class EpisodeHandle:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def record_tool_calls(recorder: Recorder, fn: Callable[P, R], tool_name: str) -> Callable[P, R]:
+    """``fn`` (sync or async) wrapped so that each call inside an open episode is
+    recorded there as a step with duration, success and output (arguments that are
+    not JSON as their ``repr``). Outside an episode the tool runs unrecorded. The
+    tool's own exceptions are recorded, then re-raised; recording problems never
+    break the call. This is :meth:`Recorder.tool`.
+    """
+
+    def record(
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: float,
+        output: Any,
+        exc: BaseException | None,
+    ) -> None:
+        handle = current_episode()
+        if handle is None:
+            return
+        try:
+            recorder.step(
+                handle.id,
+                f"call {tool_name}",
+                tool=tool_name,
+                state={"args": list(args), "kwargs": kwargs},
+                result=output,
+                success=exc is None,
+                error=f"{type(exc).__name__}: {exc}" if exc is not None else None,
+                duration_s=time.perf_counter() - started,
+                lenient=True,
+            )
+        except Exception:  # recording must never break the tool call
+            logger.warning("could not record a call of %s", tool_name, exc_info=True)
+
+    if inspect.iscoroutinefunction(fn):
+        afn = cast(Callable[..., Awaitable[Any]], fn)
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                output = await afn(*args, **kwargs)
+            except BaseException as exc:
+                record(args, kwargs, started, None, exc)
+                raise
+            record(args, kwargs, started, output, None)
+            return output
+
+        return cast(Callable[P, R], async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
+        try:
+            output = fn(*args, **kwargs)
+        except BaseException as exc:
+            record(args, dict(kwargs), started, None, exc)
+            raise
+        record(args, dict(kwargs), started, output, None)
+        return output
+
+    return wrapper

@@ -61,3 +61,12 @@ def test_json_stays_valid_and_secret_members_are_blanked() -> None:
 def test_extra_patterns() -> None:
     text, count = Redactor(extra=[r"ACME-\d{6}"]).redact("id ACME-123456 ok")
     assert text == "id [REDACTED] ok" and count == 1
+
+
+def test_a_private_key_without_its_end_line_is_redacted_and_json_stays_valid() -> None:
+    key = '-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nsay "hi" \\ more'
+    text, count = Redactor().redact(json.dumps({"pem": key, "next": "kept"}))
+    assert json.loads(text) == {"pem": "[REDACTED]", "next": "kept"} and count == 1
+    # in a plain string the key runs to the end of the string, or to a quote
+    assert Redactor().redact_string("key: " + key[:48]) == ("key: [REDACTED]", 1)
+    assert Redactor().redact_string(f'pem="{key[:48]}" rest') == ('pem="[REDACTED]" rest', 1)
