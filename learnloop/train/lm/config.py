@@ -130,13 +130,15 @@ class LMGRPOConfig:
     """What GRPO on a language model adds to :class:`~learnloop.train.config.GRPOConfig`."""
 
     max_new_tokens: int = 12
-    """Tokens the policy may write per action."""
+    """Tokens the policy may write per action (at most the longest tool name's + 2)."""
     temperature: float = 1.0
     """Sampling temperature of training attempts (evaluation is greedy)."""
     top_p: float = 1.0
     """Nucleus sampling of training attempts."""
     constrained: bool = True
     """Constrain each action to a valid tool name (False: free text, invalid names fail)."""
+    prompt: Literal["auto", "examples", "descriptions", "names"] = "auto"
+    """Opening prompt (auto: examples as shuffled chat turns if pretrained, else names)."""
     credit: Literal["return", "attribution"] = "return"
     """Per-step credit of the credit module used with --advantage process."""
     gradient_accumulation: int = 1
@@ -168,6 +170,11 @@ class LMGRPOConfig:
             raise ConfigError(
                 "LMGRPOConfig.sft_steps and exploration_episodes must be >= 0, got "
                 f"{self.sft_steps!r} and {self.exploration_episodes!r}"
+            )
+        if self.prompt not in ("auto", "examples", "descriptions", "names"):
+            raise ConfigError(
+                f"LMGRPOConfig.prompt must be 'auto', 'examples', 'descriptions' or 'names', "
+                f"got {self.prompt!r}"
             )
         if self.exploration not in ("bandit", "random"):
             raise ConfigError(

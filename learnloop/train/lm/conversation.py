@@ -19,6 +19,18 @@ SmolLM2 template) works; the sampled completion tokens are never re-tokenized.
 turn), executes the chosen tools with :meth:`ToolUseSuite.execute`, and scores:
 reward 1 when every sub-task's call succeeded, else 0; step reward 1 per call
 that succeeded. A completion that names no tool (free generation) fails its step.
+
+The opening prompt has one of three formats (:data:`PromptFormat`):
+
+* ``"examples"``: a one-line system prompt asking for the tool name only, then one
+  worked example per tool as chat turns (user: a training task's text, assistant:
+  its tool's name), in a seeded shuffled order. SmolLM2 copies the answer format
+  of such turns, so free generation names a valid tool; examples in tool order make
+  it answer the last example's tool, and examples inside the system prompt score
+  lower (BENCHMARKS.md, prompt optimization). Every attempt shares these tokens, so
+  sampling and the loss run them once per batch.
+* ``"descriptions"``: the tools with their one-line descriptions in the system prompt.
+* ``"names"``: a one-line system prompt (the tiny model, which reads no instructions).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,21 +46,33 @@ import torch
 from learnloop.envs.suite import Task, ToolUseSuite
 from learnloop.errors import ConfigError
 from learnloop.train.lm.config import SamplingConfig
-from learnloop.train.lm.generation import ActionConstraint, Completion, generate, left_pad
+from learnloop.train.lm.generation import (
+    ActionConstraint,
+    Completion,
+    generate,
+    split_shared_prefix,
+)
 from learnloop.train.lm.generation import token_log_probs as _token_log_probs
 from learnloop.train.lm.model import LanguageModel
 
 __all__ = [
+    "PROMPT_FORMATS",
     "AttemptResult",
+    "PromptFormat",
     "SuiteChat",
     "TokenTrace",
     "TraceBuilder",
     "evaluate_chat",
     "group_tasks",
     "parse_tool",
+    "worked_examples",
 ]
 
 _WORD = re.compile(r"[A-Za-z_]+")
+
+#: How an attempt's opening prompt is written (see the module docstring).
+PromptFormat = Literal["examples", "descriptions", "names"]
+PROMPT_FORMATS: tuple[PromptFormat, ...] = ("examples", "descriptions", "names")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,10 +173,23 @@ class TraceBuilder:
 
 
 def parse_tool(text: str, tools: Sequence[str]) -> str | None:
-    """The tool ``text`` names: the whole text, else the only tool named in it; None otherwise."""
+    """The tool ``text`` names: the whole text, its first word, else the only tool named in it.
+
+    >>> parse_tool("web_search: papers on RL", ["web_search", "doc_search"])
+    'web_search'
+    >>> parse_tool("doc_search or web_search", ["web_search", "doc_search"])
+    'doc_search'
+    >>> parse_tool("search it", ["web_search", "doc_search"]) is None
+    True
+    """
     stripped = text.strip().strip("`'\".").strip()
     if stripped in tools:
         return stripped
+    # A small model often runs on after the name ("web_search(query=...)", a newline
+    # and an explanation): the name it wrote first is its answer.
+    first = _WORD.match(stripped)
+    if first is not None and first.group() in tools:
+        return first.group()
     named = {word for word in _WORD.findall(text) if word in tools}
     return named.pop() if len(named) == 1 else None
 
@@ -188,9 +225,11 @@ class SuiteChat:
     Args:
         suite: the tool-use suite.
         lm: the policy.
-        describe_tools: list the tools with their descriptions in the system prompt
-            (None: yes for pretrained models, names only for the tiny model).
+        prompt: the opening prompt's format (None: ``"examples"`` for pretrained
+            models, ``"names"`` for the tiny model).
         constrained: constrain every action to a tool name.
+        example_seed: picks the worked examples of the ``"examples"`` format and
+            their order.
     """
 
     def __init__(
@@ -198,20 +237,26 @@ class SuiteChat:
         suite: ToolUseSuite,
         lm: LanguageModel,
         *,
-        describe_tools: bool | None = None,
+        prompt: PromptFormat | None = None,
         constrained: bool = True,
+        example_seed: int = 0,
     ) -> None:
+        if prompt is not None and prompt not in PROMPT_FORMATS:
+            raise ConfigError(f"unknown prompt format {prompt!r}; use one of {PROMPT_FORMATS}")
         self.suite = suite
         self.lm = lm
         self.constrained = constrained
-        if describe_tools is None:
-            describe_tools = lm.pretrained
-        self.describe_tools = describe_tools
+        self.prompt: PromptFormat = prompt or ("examples" if lm.pretrained else "names")
         self.constraint = ActionConstraint.from_texts(lm, suite.tools)
+        self.examples = worked_examples(suite, seed=example_seed)
+        # Longest tool name plus the end-of-turn token and one spare: free text
+        # longer than that is not a bare tool name, and every extra token costs a
+        # decoding step for the whole batch.
+        self.answer_tokens = max(len(lm.encode(tool)) for tool in suite.tools) + 2
 
     def system_prompt(self) -> str:
         """The instructions: answer with exactly one tool name per turn."""
-        if self.describe_tools:
+        if self.prompt == "descriptions":
             listing = "\n".join(
                 f"- {name}: {text}" for name, text in self.suite.tool_descriptions.items()
             )
@@ -219,14 +264,24 @@ class SuiteChat:
                 "You choose tools. Answer with exactly one tool name from this list and "
                 f"nothing else; after each tool result, name the tool for the next step.\n{listing}"
             )
+        if self.prompt == "examples":
+            return (
+                "You choose tools. Answer with the name of one tool and nothing else. Tools: "
+                + ", ".join(self.suite.tools)
+                + "."
+            )
         return "Answer with one tool name per step."
 
     def messages(self, task: Task) -> list[dict[str, str]]:
-        """The opening system and user messages of an attempt at ``task``."""
-        return [
-            {"role": "system", "content": self.system_prompt()},
-            {"role": "user", "content": task.text},
-        ]
+        """The opening messages of an attempt at ``task``: system, worked examples, the task."""
+        opening = [{"role": "system", "content": self.system_prompt()}]
+        if self.prompt == "examples":
+            for text, tool in self.examples:
+                opening += [
+                    {"role": "user", "content": text},
+                    {"role": "assistant", "content": tool},
+                ]
+        return [*opening, {"role": "user", "content": task.text}]
 
     def tool_message(self, tool: str | None, success: bool, error: str | None) -> str:
         """What the tool answers (the model reads it before its next call)."""
@@ -330,11 +385,20 @@ class SuiteChat:
         scores: list[float] = []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            ids, mask = left_pad([r[0] for r in chunk], self.lm.pad_token_id, self.lm.device)
+            prefix, ids, mask = split_shared_prefix(
+                [r[0] for r in chunk],
+                self.lm.pad_token_id,
+                self.lm.device,
+                first_targets=[len(r[0]) - r[1] for r in chunk],
+            )
             target = torch.zeros_like(mask, dtype=torch.bool)
             for row, (_, length) in enumerate(chunk):
                 target[row, ids.shape[1] - length :] = True
-            scores += _token_log_probs(self.lm.model, ids, mask, target).sum(-1).tolist()
+            scores += (
+                _token_log_probs(self.lm.model, ids, mask, target, prefix_ids=prefix)
+                .sum(-1)
+                .tolist()
+            )
         per_task = np.asarray(scores).reshape(len(tasks), len(names))
         return [self.suite.tools[int(i)] for i in per_task.argmax(axis=1)]
 
@@ -356,7 +420,7 @@ def evaluate_chat(
     """
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    greedy = SamplingConfig(temperature=0.0, max_new_tokens=12)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=chat.answer_tokens)
     results: list[AttemptResult] = []
     for start in range(0, len(tasks), batch_size):
         results += chat.run(
@@ -381,6 +445,27 @@ def evaluate_chat(
         ]
         metrics["ranked_accuracy"] = float(np.mean(hits)) if hits else 0.0
     return metrics
+
+
+def worked_examples(suite: ToolUseSuite, *, seed: int = 0) -> list[tuple[str, str]]:
+    """One ``(task text, tool)`` per tool from the training split, in a seeded shuffled order.
+
+    Each example is a single-step training task whose best tool is that tool (the
+    suite's catalog; a tool that is best for no single-step task gets none). Held-out
+    tasks never appear: their phrasings and slot values are not in the training split.
+    """
+    rng = np.random.default_rng(seed)
+    by_tool: dict[str, list[Task]] = {}
+    for task in suite.train_tasks:
+        if len(task.subtasks) == 1:
+            by_tool.setdefault(task.subtasks[0].best_tool, []).append(task)
+    examples = [
+        (by_tool[tool][int(rng.integers(len(by_tool[tool])))].text, tool)
+        for tool in suite.tools
+        if tool in by_tool
+    ]
+    # In tool order SmolLM2 answers with the last example's tool; shuffled it reads them.
+    return [examples[int(i)] for i in rng.permutation(len(examples))]
 
 
 def group_tasks(tasks: Sequence[Task], group_size: int) -> list[Task]:

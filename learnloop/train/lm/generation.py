@@ -14,6 +14,15 @@ attention mask (0 at each row's first real token) both here and in
 :func:`token_log_probs`, as ``generate()`` of transformers does. Without that, a
 model with absolute position embeddings scores the same tokens 0.17 nats/token
 differently.
+
+A batch whose rows start with the same tokens (the system prompt and worked
+examples every attempt of a GRPO step shares) runs that prefix once, as one
+row, and repeats its KV cache across the batch (:func:`shared_prefix_length`):
+on a CPU the prompt's tokens dominate both sampling and the loss's forward and
+backward passes. The suffixes are left-padded after the prefix, so each row's
+padding sits between the prefix and its own tokens; the attention mask hides
+it and positions continue from the prefix's length, so the numbers match a
+pass over the whole rows. Gradients flow through the shared prefix once.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ __all__ = [
     "generate",
     "left_pad",
     "position_ids_from_mask",
+    "shared_prefix_length",
+    "split_shared_prefix",
     "token_log_probs",
 ]
 
@@ -109,6 +120,82 @@ def left_pad(
     return ids.to(device), mask.to(device)
 
 
+def shared_prefix_length(
+    sequences: Sequence[Sequence[int]], first_targets: Sequence[int] | None = None
+) -> int:
+    """Tokens every row starts with that can run once for the whole batch (0: none).
+
+    Each row keeps at least one token after the prefix, and the prefix stops
+    before the token preceding each row's first target (``first_targets[row]``, an
+    index into that row), so every target's prediction comes from the row's own part.
+
+    >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]])
+    3
+    >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]], first_targets=[3, 3])
+    2
+    """
+    if len(sequences) < 2:
+        return 0
+    limit = min(len(s) for s in sequences) - 1
+    if first_targets is not None:
+        limit = min(limit, min(first_targets) - 1)
+    first = sequences[0]
+    length = 0
+    while length < limit and all(s[length] == first[length] for s in sequences[1:]):
+        length += 1
+    return max(length, 0)
+
+
+def split_shared_prefix(
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device | str = "cpu",
+    *,
+    first_targets: Sequence[int] | None = None,
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(prefix_ids, input_ids, attention_mask)``: the shared prefix ``(1, P)`` (None when
+    there is none) and the rest of each row, left-padded (see :func:`shared_prefix_length`).
+    """
+    length = shared_prefix_length(sequences, first_targets)
+    ids, mask = left_pad([s[length:] for s in sequences], pad_id, device)
+    if not length:
+        return None, ids, mask
+    prefix = torch.tensor([list(sequences[0][:length])], dtype=torch.long, device=device)
+    return prefix, ids, mask
+
+
+def _run_prefix(model: Any, prefix_ids: Tensor, batch_size: int) -> Any:
+    """The KV cache of ``prefix_ids`` ``(1, P)``, repeated ``batch_size`` times."""
+    prefix_ids = prefix_ids.view(1, -1)
+    out = model(
+        input_ids=prefix_ids,
+        attention_mask=torch.ones_like(prefix_ids),
+        position_ids=torch.arange(prefix_ids.shape[1], device=prefix_ids.device).view(1, -1),
+        logits_to_keep=1,
+        use_cache=True,
+    )
+    past = out.past_key_values
+    past.batch_repeat_interleave(batch_size)
+    return past
+
+
+def _checkpointing(model: Any) -> bool:
+    """Whether ``model`` trains with gradient checkpointing (which drops the KV cache)."""
+    return bool(model.training) and any(
+        getattr(module, "gradient_checkpointing", False) is True for module in model.modules()
+    )
+
+
+def _after_prefix(attention_mask: Tensor, prefix_length: int) -> tuple[Tensor, Tensor]:
+    """The full attention mask and the suffix's position ids behind a prefix of that length."""
+    rows = attention_mask.shape[0]
+    ones = torch.ones(
+        (rows, prefix_length), dtype=attention_mask.dtype, device=attention_mask.device
+    )
+    positions = position_ids_from_mask(attention_mask) + prefix_length
+    return torch.cat([ones, attention_mask], dim=1), positions
+
+
 def token_log_probs(
     model: Any,
     input_ids: Tensor,
@@ -116,25 +203,54 @@ def token_log_probs(
     target_mask: Tensor,
     *,
     temperature: float = 1.0,
+    prefix_ids: Tensor | None = None,
 ) -> Tensor:
     """log pi(x_j | x_<j) at every position j where ``target_mask`` is true; 0 elsewhere.
 
     All arguments are ``(B, L)``. Only the positions that precede a target get
     logits (``logits_to_keep``), so a 49k-token vocabulary never materializes a
     ``B x L x V`` tensor for a long prompt. Gradients flow when the caller allows.
+    ``prefix_ids`` (``(1, P)``), when given, precedes every row: it runs once and
+    the rows are what follows it (their first token must not be a target).
     """
     targets = target_mask.clone()
+    if prefix_ids is not None and bool(targets[:, 0].any()):
+        raise ConfigError(
+            "a row's first token after the shared prefix is a target; shorten the prefix "
+            "(shared_prefix_length with first_targets)"
+        )
     targets[:, 0] = False  # the first token has no prefix to be predicted from
     needed = targets.any(dim=0).nonzero().flatten()
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     if needed.numel() == 0:
         return out
+    if prefix_ids is not None and prefix_ids.numel() > 0 and _checkpointing(model):
+        # Gradient checkpointing turns the KV cache off in training, so the prefix
+        # goes in front of every row instead (same numbers, no saving).
+        rows = input_ids.shape[0]
+        width = prefix_ids.numel()
+        whole = token_log_probs(
+            model,
+            torch.cat([prefix_ids.view(1, -1).expand(rows, -1), input_ids], dim=1),
+            torch.cat(
+                [torch.ones_like(attention_mask[:, :1]).expand(-1, width), attention_mask], 1
+            ),
+            torch.cat([torch.zeros_like(target_mask[:, :1]).expand(-1, width), target_mask], 1),
+            temperature=temperature,
+        )
+        return whole[:, width:]
+    if prefix_ids is not None and prefix_ids.numel() > 0:
+        mask, positions = _after_prefix(attention_mask, prefix_ids.numel())
+        past = _run_prefix(model, prefix_ids, input_ids.shape[0])
+    else:
+        mask, positions, past = attention_mask, position_ids_from_mask(attention_mask), None
     logits = model(
         input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=past,
         logits_to_keep=needed - 1,
-        use_cache=False,
+        use_cache=past is not None,
     ).logits.float()
     if temperature > 0:
         logits = logits / temperature
@@ -185,6 +301,7 @@ def generate(
     *,
     generator: torch.Generator | None = None,
     constraint: ActionConstraint | None = None,
+    share_prefix: bool = True,
 ) -> list[Completion]:
     """Sample one completion per prompt, in one batch with a shared KV cache.
 
@@ -194,14 +311,22 @@ def generate(
         config: token cap, temperature, top-p, stop strings.
         generator: seeded CPU generator of the sampling (None: torch's global one).
         constraint: when given, every completion is one of its allowed sequences.
+        share_prefix: run the tokens all prompts start with once (module docstring).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("generate needs at least one prompt, each with at least one token")
     model, device = lm.model, lm.device
     was_training = model.training
     model.eval()
-    input_ids, mask = left_pad(prompts, lm.pad_token_id, device)
-    positions = position_ids_from_mask(mask)
+    prefix_length = shared_prefix_length(prompts) if share_prefix else 0
+    input_ids, mask = left_pad([p[prefix_length:] for p in prompts], lm.pad_token_id, device)
+    past = None
+    if prefix_length:
+        prefix = torch.tensor(list(prompts[0][:prefix_length]), dtype=torch.long, device=device)
+        past = _run_prefix(model, prefix, len(prompts))
+        mask, positions = _after_prefix(mask, prefix_length)
+    else:
+        positions = position_ids_from_mask(mask)
     stop_ids = lm.stop_token_ids
     temperature = config.temperature if config.temperature > 0 else 1.0
     size = len(prompts)
@@ -210,7 +335,14 @@ def generate(
     finish: list[Literal["stop", "length"]] = ["length"] * size
     cut: list[int | None] = [None] * size
     active = [True] * size
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=past,
+        logits_to_keep=1,
+        use_cache=True,
+    )
     past = out.past_key_values
     logits = out.logits[:, -1, :].float()
     try:
@@ -252,6 +384,7 @@ def generate(
                 attention_mask=mask,
                 position_ids=positions,
                 past_key_values=past,
+                logits_to_keep=1,
                 use_cache=True,
             )
             past = out.past_key_values

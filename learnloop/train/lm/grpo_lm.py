@@ -13,7 +13,10 @@ GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1, alg. 1) on token traces:
 
 Only the model's own tokens enter the loss (the trace's completion mask); prompt
 and tool tokens never do. The loss is averaged over the active tokens of a
-minibatch (tokens with A != 0). pi_ref is computed only when ``kl_coef > 0``:
+minibatch (tokens with A != 0). The prompt tokens every trace of a minibatch starts
+with (system prompt and worked examples; the task too when all attempt it) run once
+through the model, not once per trace (:func:`collate_traces`); their gradient is
+the same. pi_ref is computed only when ``kl_coef > 0``:
 under LoRA it is the base model with the adapters switched off (no copy), under
 full fine-tuning a frozen copy of the initial weights.
 
@@ -44,7 +47,7 @@ from learnloop.errors import ConfigError
 from learnloop.train.config import GRPOConfig, linear_schedule
 from learnloop.train.lm.config import LMGRPOConfig
 from learnloop.train.lm.conversation import AttemptResult, SuiteChat, TokenTrace, group_tasks
-from learnloop.train.lm.generation import left_pad, token_log_probs
+from learnloop.train.lm.generation import left_pad, split_shared_prefix, token_log_probs
 from learnloop.train.lm.model import LanguageModel
 from learnloop.train.losses import approx_kl, clip_fraction, grpo_loss
 
@@ -66,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TraceBatch:
-    """Left-padded traces as tensors, all ``(B, L)``."""
+    """Traces as tensors, all ``(B, L)``: what follows their shared prefix, left-padded."""
 
     input_ids: Tensor
     attention_mask: Tensor
@@ -76,6 +79,13 @@ class TraceBatch:
     """log pi_old of each model token at sampling time (0 elsewhere)."""
     advantages: Tensor
     """A of each model token (its step's advantage; 0 elsewhere)."""
+    prefix_ids: Tensor | None = None
+    """``(1, P)``: the prompt tokens every trace starts with, run once (None: no prefix)."""
+
+    @property
+    def prefix_length(self) -> int:
+        """P, the tokens of each trace before its row of ``input_ids``."""
+        return 0 if self.prefix_ids is None else int(self.prefix_ids.shape[1])
 
 
 def collate_traces(
@@ -84,18 +94,34 @@ def collate_traces(
     *,
     pad_id: int,
     device: torch.device | str = "cpu",
+    share_prefix: bool = True,
 ) -> TraceBatch:
-    """Stack traces (left padding); token advantages come from each token's step."""
-    ids, mask = left_pad([t.ids for t in traces], pad_id, device)
+    """Stack traces (left padding); token advantages come from each token's step.
+
+    With ``share_prefix`` the prompt tokens all traces start with (a GRPO group's
+    system prompt, worked examples and task) become ``prefix_ids``, which the loss
+    runs once instead of once per trace; they are never model tokens.
+    """
+    first_targets = [
+        next((j for j, step in enumerate(t.step_of_token) if step >= 0), len(t.ids)) for t in traces
+    ]
+    sequences = [t.ids for t in traces]
+    if share_prefix:
+        prefix, ids, mask = split_shared_prefix(
+            sequences, pad_id, device, first_targets=first_targets
+        )
+    else:
+        prefix, (ids, mask) = None, left_pad(sequences, pad_id, device)
+    start = 0 if prefix is None else prefix.shape[1]
     width = ids.shape[1]
     completion = torch.zeros((len(traces), width), dtype=torch.bool)
     old = torch.zeros((len(traces), width), dtype=torch.float32)
     adv = torch.zeros((len(traces), width), dtype=torch.float32)
     for row, trace in enumerate(traces):
-        offset = width - len(trace.ids)
-        steps = torch.tensor(trace.step_of_token, dtype=torch.long)
+        offset = width - (len(trace.ids) - start)
+        steps = torch.tensor(trace.step_of_token[start:], dtype=torch.long)
         completion[row, offset:] = steps >= 0
-        old[row, offset:] = torch.tensor(trace.log_probs, dtype=torch.float32)
+        old[row, offset:] = torch.tensor(trace.log_probs[start:], dtype=torch.float32)
         if step_advantages is not None:
             per_step = torch.tensor([0.0, *step_advantages[row]], dtype=torch.float32)
             if len(step_advantages[row]) < trace.num_steps:
@@ -104,7 +130,9 @@ def collate_traces(
                     f"{len(step_advantages[row])} step advantages"
                 )
             adv[row, offset:] = per_step[steps + 1]  # step -1 (not the model's) reads 0.0
-    return TraceBatch(ids, mask, completion.to(device), old.to(device), adv.to(device))
+    return TraceBatch(
+        ids, mask, completion.to(device), old.to(device), adv.to(device), prefix_ids=prefix
+    )
 
 
 def step_advantages(
@@ -159,7 +187,13 @@ def lm_grpo_loss(
 
     ``log_probs`` is ``(B, L)`` (0 off the completion mask), for metrics.
     """
-    log_probs = token_log_probs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    log_probs = token_log_probs(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        batch.completion_mask,
+        prefix_ids=batch.prefix_ids,
+    )
     tokens = batch.completion_mask
     loss = grpo_loss(
         log_probs[tokens],
@@ -174,7 +208,13 @@ def lm_grpo_loss(
 
 def sft_loss(model: Any, batch: TraceBatch) -> Tensor:
     """Mean negative log-likelihood of the model's tokens (warm-start on demonstrations)."""
-    log_probs = token_log_probs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    log_probs = token_log_probs(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        batch.completion_mask,
+        prefix_ids=batch.prefix_ids,
+    )
     return -log_probs[batch.completion_mask].mean()
 
 
@@ -377,9 +417,11 @@ class LMGRPO:
             tasks[int(i)] for i in self.rng.integers(len(tasks), size=self.grpo.tasks_per_iteration)
         ]
         attempts = group_tasks(picked, self.grpo.group_size)
-        results = self.chat.run(
-            attempts, self.config.sampling, generator=self.generator, rng=self.rng
+        sampling = dataclasses.replace(
+            self.config.sampling,
+            max_new_tokens=min(self.config.max_new_tokens, self.chat.answer_tokens),
         )
+        results = self.chat.run(attempts, sampling, generator=self.generator, rng=self.rng)
         group_ids = [i // self.grpo.group_size for i in range(len(attempts))]
         return results, group_ids
 
@@ -431,10 +473,18 @@ class LMGRPO:
                         device=device,
                     )
                     scored = token_log_probs(
-                        reference, batch.input_ids, batch.attention_mask, batch.completion_mask
+                        reference,
+                        batch.input_ids,
+                        batch.attention_mask,
+                        batch.completion_mask,
+                        prefix_ids=batch.prefix_ids,
                     )
+                    # Kept over the whole trace (0 on the prefix, which holds no model
+                    # token), since the training minibatches may share another prefix.
+                    skipped = torch.zeros(batch.prefix_length, device=scored.device)
                     for row, i in enumerate(chunk):
-                        references[i] = scored[row, scored.shape[1] - len(traces[i].ids) :]
+                        tail = len(traces[i].ids) - batch.prefix_length
+                        references[i] = torch.cat([skipped, scored[row, scored.shape[1] - tail :]])
         sums = {"policy_loss": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
         updates = steps = 0
         self.lm.model.train()
@@ -453,7 +503,8 @@ class LMGRPO:
                 if references:
                     ref = torch.zeros_like(batch.old_log_probs)
                     for row, i in enumerate(chunk):
-                        ref[row, ref.shape[1] - len(traces[i].ids) :] = references[i]
+                        tail = len(traces[i].ids) - batch.prefix_length
+                        ref[row, ref.shape[1] - tail :] = references[i][batch.prefix_length :]
                 loss, log_probs = lm_grpo_loss(
                     self.lm.model,
                     batch,

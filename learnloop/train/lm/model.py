@@ -27,7 +27,8 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,8 @@ class LanguageModel:
             import copy
 
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(folder)
+        with _without_gguf_marker(model):
+            model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         identity = {"name": self.name, "pretrained": self.pretrained}
         (folder / _IDENTITY_FILE).write_text(json.dumps(identity))
@@ -195,6 +197,33 @@ class LanguageModel:
             f"LanguageModel({self.name!r}, {self.num_parameters() / 1e6:.1f}M parameters, "
             f"{self.num_parameters(trainable=True) / 1e6:.2f}M trainable, {self.device})"
         )
+
+
+@contextmanager
+def _without_gguf_marker(model: Any) -> Iterator[None]:
+    """Hide the GGUF quantizer marker of a dequantized model while it is saved.
+
+    transformers dequantizes a GGUF file into plain float weights but keeps a
+    ``gguf`` quantizer on the model and in its config: ``save_pretrained`` then
+    refuses to save, and the saved folder would load as GGUF. The weights are
+    ordinary tensors, so the folder is saved as a plain model.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is None or str(getattr(method, "value", method)) != "gguf":
+        yield
+        return
+    had_config = hasattr(model.config, "quantization_config")
+    config = getattr(model.config, "quantization_config", None)
+    model.hf_quantizer = None
+    if had_config:
+        del model.config.quantization_config
+    try:
+        yield
+    finally:
+        model.hf_quantizer = quantizer
+        if had_config:
+            model.config.quantization_config = config
 
 
 def suite_corpus(num_tasks: int = 1000, seed: int = 0) -> list[str]:
@@ -359,7 +388,9 @@ def load_language_model(config: LMConfig, *, corpus: Iterable[str] | None = None
     model = model.to(device)
     _disable_dropout(model)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it; the old name warns (FutureWarning) and goes in v6
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        (enable or model.gradient_checkpointing_enable)()
         model.config.use_cache = False
     if config.use_lora:
         model = _apply_lora(model, config)

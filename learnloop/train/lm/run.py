@@ -163,7 +163,13 @@ def train_lm(
     output = Path(run_config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     lm = load_language_model(dataclasses.replace(lm_config, seed=run_config.seed))
-    chat = SuiteChat(suite, lm, constrained=config.constrained)
+    chat = SuiteChat(
+        suite,
+        lm,
+        prompt=None if config.prompt == "auto" else config.prompt,
+        constrained=config.constrained,
+        example_seed=run_config.seed,
+    )
     heldout = suite.heldout_tasks[: config.eval_tasks]
     seed = run_config.seed
 

@@ -60,6 +60,9 @@ def test_lm_flags_and_serve_policy_are_registered() -> None:
     )
     assert args.policy == "lm" and getattr(args, "lm.model") == "smollm2"
     assert getattr(args, "lm.lora") is False and getattr(args, "lm.lora_rank") == 4
+    assert not hasattr(args, "lmgrpo.prompt")  # 'auto' unless given
+    chosen = parser.parse_args(["train", "grpo", "--policy", "lm", "--prompt", "examples"])
+    assert getattr(chosen, "lmgrpo.prompt") == "examples"
     serve = parser.parse_args(["serve-policy", "--model", "tiny", "--port", "0"])
     assert serve.model == "tiny" and serve.port == 0
 

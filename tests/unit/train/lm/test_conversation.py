@@ -86,7 +86,9 @@ def test_parse_tool() -> None:
     tools = ("file_read", "web_search")
     assert parse_tool(" file_read\n", tools) == "file_read"
     assert parse_tool("I would use `web_search`.", tools) == "web_search"
-    assert parse_tool("file_read or web_search", tools) is None
+    assert parse_tool("file_read or web_search", tools) == "file_read"  # the first word
+    assert parse_tool("web_search(query='x')\nthen file_read", tools) == "web_search"
+    assert parse_tool("use file_read or web_search", tools) is None  # two names, neither first
     assert parse_tool("read it", tools) is None
 
 

