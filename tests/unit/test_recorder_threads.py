@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ from learnloop.errors import ClosedError, StoreError
 from learnloop.recorder import Recorder, RecorderConfig
 from learnloop.store import SqliteStore
 from learnloop.store.sqlite import episode_row
+
+
+def _run_in_threads(work: Callable[[int], None], count: int) -> None:
+    """Run ``work(0) ... work(count - 1)`` on their own threads and wait for all."""
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def test_steps_racing_complete_are_either_kept_or_refused(tmp_path: Path) -> None:
@@ -86,11 +96,7 @@ def test_threads_on_separate_episodes_never_mix(tmp_path: Path) -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_in_threads(work, 8)
     rec.close()
     assert not errors
     assert store.count_episodes() == 800
@@ -222,11 +228,7 @@ def test_evictions_racing_completions_store_every_episode_once(tmp_path: Path) -
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_in_threads(work, 6)
     rec.close()
     assert not errors
     stats = rec.stats()
