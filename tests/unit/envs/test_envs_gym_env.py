@@ -170,3 +170,20 @@ def test_episodes_are_recorded_with_reward_components(tmp_path, suite: ToolUseSu
         assert step.tool in suite.tools and step.duration_s is not None and step.duration_s > 0
     assert store.get_episode(aborted_id).status.value == "aborted"
     store.close()
+
+
+def test_seeded_resets_repeat_streams_and_refuse_bad_seeds(suite: ToolUseSuite) -> None:
+    env = ToolUseEnv(suite)
+
+    def draws(seed: int) -> list[float]:
+        env.reset(seed=seed)
+        return env.np_random.random(4).tolist()
+
+    generator = env.np_random  # reseeding keeps the generator object, replaces its state
+    assert draws(5) == draws(5) and env.np_random is generator and env.np_random_seed == 5
+    streams = {tuple(draws(seed)) for seed in (0, 1, 2, 2**64 + 1, 2**64 + 2, 2**200)}
+    assert len(streams) == 6  # seeds beyond 64 bits fold in, they are not truncated
+    assert draws(np.int64(7)) == draws(7)  # numpy integers are ints too
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(InvalidInputError, match=r"seed must be an int >= 0"):
+            env.reset(seed=bad)  # type: ignore[arg-type]

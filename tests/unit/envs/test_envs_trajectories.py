@@ -5,7 +5,8 @@ and hashes what it returned: the observation's bytes and dtype, the reward (valu
 and type), the flags, every info entry (key order, value types and values,
 arrays included) and the environment generator's state after each episode. The
 digests were taken from the straightforward implementation; a faster one must
-reproduce them bit for bit.
+reproduce them bit for bit. (They were re-taken once, on purpose, when seeded
+resets moved from Gymnasium's ``SeedSequence`` to the env's SplitMix64 map.)
 """
 
 from __future__ import annotations
@@ -75,12 +76,12 @@ def test_seeded_resets_are_pinned(suite: ToolUseSuite) -> None:
     digests = _run(env, resets)
     assert digests[3] == digests[5]
     assert digests == [
-        "3aa4ace491eb8b70",
-        "054ac58e6abe0727",
-        "68e71a3381b82fbc",
-        "dbf9e6be6abc0db2",
-        "f1f4cacfd6db264a",
-        "dbf9e6be6abc0db2",
+        "e1ca7fc8fa822652",
+        "dd42f0b72d9c0065",
+        "ea90154592a6f283",
+        "e73d73024ee4c633",
+        "4718ad3f00eed884",
+        "e73d73024ee4c633",
     ]
 
 
@@ -90,10 +91,10 @@ def test_multi_step_chains_without_stopping_are_pinned(suite: ToolUseSuite) -> N
     digests = _run(env, [(100 + i, {"task_index": index}) for i, index in enumerate(long_tasks)])
     assert long_tasks == [0, 7, 9, 13]
     assert digests == [
-        "2d68ff69aa4e30eb",
-        "16651f6ef7e0c216",
-        "5c1cd66daee718ca",
-        "0d584777d6c6bd0a",
+        "4cc9b898c1466873",
+        "6c50e6ece330c00a",
+        "0376eeb450357cac",
+        "cf8bb52177e38d46",
     ]
 
 
@@ -104,29 +105,30 @@ def test_heldout_sequential_and_degradation_are_pinned() -> None:
     env = ToolUseEnv(suite, "heldout", config=EnvConfig(sequential=True))
     digests = _run(env, [(5, None), (None, None), (None, {"decision_index": 0}), (9, None)])
     assert digests == [
-        "77697288fe1e3c20",
-        "114c052a88ec23b1",
-        "e670a3f176ec7440",
-        "dd22f35ad44e8fe2",
+        "ed685e1f60c6b43a",
+        "c3466f7568846885",
+        "3b748f936c233b1c",
+        "33b3eeba66a82961",
     ]
 
 
 def test_single_step_episode_by_hand(suite: ToolUseSuite) -> None:
     env = ToolUseEnv(suite)
-    obs, info = env.reset(seed=0)
-    assert info["task_id"] == "s3-train-00136" and info["num_subtasks"] == 1
+    obs, info = env.reset(seed=3)
+    assert info["task_id"] == "s3-train-00046" and info["num_subtasks"] == 1
     assert obs[-2:].tolist() == [0.0, 0.0] and not obs[1024:1038].any()
+    assert suite.expected_duration("shell_exec") == 0.8
     obs, reward, terminated, _, info = env.step(suite.tool_index("shell_exec"))
-    # success +1, quality +0.5; 1.12 s against 0.8 s expected earns no efficiency bonus
+    # success +1, quality +0.5; 2.20 s against 0.8 s expected earns no efficiency bonus
     assert (reward, terminated, info["success"]) == (1.5, True, True)
-    assert info["duration_s"] == pytest.approx(1.1204870361222339, abs=1e-15)
+    assert info["duration_s"] == pytest.approx(2.201741759703406, abs=1e-15)
     assert info["reward_components"] == {
         "success": 1.0,
         "efficiency": 0.0,
         "quality": 0.5,
         "feedback": 0.0,
     }
-    assert info["output"] == {"exit_code": 0, "stdout": "ok: changelog.md\n318", "stderr": ""}
+    assert info["output"] == {"exit_code": 0, "stdout": "ok: .\n54", "stderr": ""}
     # the observation still shows the (only) sub-task, now after a successful shell_exec
     assert obs[-2:].tolist() == [1.0, 0.0] and obs[1024:1038].nonzero()[0].tolist() == [6]
 
@@ -136,8 +138,9 @@ def test_chain_by_hand(suite: ToolUseSuite) -> None:
     _, info = env.reset(seed=100, options={"task_index": 0})
     assert (info["num_subtasks"], info["best_tool"]) == (3, "sql_query")
     obs, reward, terminated, _, info = env.step(suite.tool_index("sql_query"))
-    # 0.401 s against 0.5 s expected: efficiency 0.5 * (0.5 / 0.4010095955369091 - 1)
-    efficiency = 0.5 * (0.5 / 0.4010095955369091 - 1.0)
+    # 0.308 s against 0.5 s expected: efficiency 0.5 * (0.5 / 0.3081648421395371 - 1)
+    efficiency = 0.5 * (0.5 / 0.3081648421395371 - 1.0)
+    assert info["duration_s"] == pytest.approx(0.3081648421395371, abs=1e-15)
     assert info["reward_components"]["efficiency"] == pytest.approx(efficiency, rel=1e-12)
     assert reward == pytest.approx(1.0 + efficiency + 0.5, rel=1e-12) and not terminated
     assert obs[-2:].tolist() == [1.0, 0.25] and obs[1024 + 13] == 1.0
@@ -153,8 +156,8 @@ def test_a_reward_subclass_is_called_with_the_context(suite: ToolUseSuite) -> No
 
     doubling = Doubled(quality_checks=dict(suite.quality_checks))
     plain, doubled = ToolUseEnv(suite), ToolUseEnv(suite, reward=doubling)
-    plain.reset(seed=0)
-    doubled.reset(seed=0)
+    plain.reset(seed=3)
+    doubled.reset(seed=3)
     action = suite.tool_index("shell_exec")
     _, reward, _, _, info = plain.step(action)
     _, twice, _, _, info_twice = doubled.step(action)

@@ -276,9 +276,9 @@ def test_suite_batches_are_pinned() -> None:
     digests += [_batch_digest(collector.collect_steps(policy, 6, generator=generator))]
     digests += [_batch_digest(collector.collect_steps(policy, 5, generator=generator))]
     assert digests == [
-        "20f7070b48860eb0",
-        "4ef10b52b62aa46d",
-        "3d5f13a091162228",
-        "4686521bba1d7367",
-        "df0c3d62bc104834",
+        "6cedd8d6c720216a",
+        "ddd4e23ac13c3382",
+        "9358d8fab4578642",
+        "e470ba2012558cf9",
+        "b102e102cb27837e",
     ]
