@@ -5,6 +5,8 @@ call made with an episode id (the ``X-Learnloop-Episode`` header, or the base UR
 ``http://HOST:PORT/episodes/<id>/v1``) is recorded as a step of that episode in
 the store, with its prompt and completion token ids and log-probabilities.
 ``POST /episodes/<id>/complete`` with ``{"reward": 1.0}`` ends the episode.
+Concurrent calls are generated in batches (``--max-batch``, ``--batch-window-ms``):
+a group of attempts run at once costs little more than one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--model-name", default=None, help="name /v1/models reports")
     parser.add_argument("--max-tokens", type=int, default=64, help="default completion cap")
     parser.add_argument("--num-threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="most concurrent calls generated together (default: 16; 1: one at a time)",
+    )
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=20.0,
+        help="how long a call after a quiet spell waits for concurrent ones to join its "
+        "batch (default: 20; 0 for the lowest latency of a lone caller)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -51,15 +66,26 @@ def run(args: argparse.Namespace) -> int:
     require_lm()
     import torch
 
+    from learnloop.errors import ConfigError
     from learnloop.train.lm.endpoint import PolicyServer, PolicyService
     from learnloop.train.lm.model import load_language_model
 
+    if args.max_batch < 1 or not 0 <= args.batch_window_ms <= 1000:
+        raise ConfigError(
+            f"--max-batch must be >= 1 and --batch-window-ms in [0, 1000], got "
+            f"{args.max_batch} and {args.batch_window_ms}"
+        )
     torch.set_num_threads(args.num_threads)
     lm = load_language_model(LMConfig(model=args.model, lora=False))
     store = open_store(args.store)
     recorder = Recorder(store)
     service = PolicyService(
-        lm, recorder=recorder, model_name=args.model_name, default_max_tokens=args.max_tokens
+        lm,
+        recorder=recorder,
+        model_name=args.model_name,
+        default_max_tokens=args.max_tokens,
+        max_batch=args.max_batch,
+        batch_window_s=args.batch_window_ms / 1000,
     )
     server = PolicyServer(service, host=args.host, port=args.port)
     stopping = threading.Event()

@@ -25,6 +25,12 @@ carries ``"learnloop": {"episode_id", "step_index", "prompt_token_ids",
 Streaming sends the completion's text token by token once it has been sampled
 (the tokens are not produced any faster: generation is one batched call).
 
+Concurrent calls are batched: calls that arrive while a batch is generating (or
+within ``batch_window_s`` of the first of a quiet spell) and share their sampling
+settings and allowed completions are generated together, up to ``max_batch``
+rows, so that the G attempts of a group cost little more than one. A call with a
+``seed`` is generated alone, so that the same seed gives the same answer.
+
     >>> with PolicyServer(PolicyService(lm, recorder=recorder)) as server:  # doctest: +SKIP
     ...     client = openai.OpenAI(base_url=server.episode_url("ep-1"), api_key="-")
     ...     client.chat.completions.create(model="policy", messages=[...])
@@ -32,6 +38,7 @@ Streaming sends the completion's text token by token once it has been sampled
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -105,6 +112,25 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
+@dataclass(slots=True, eq=False)
+class _PendingCall:
+    """A call waiting for its batch; the leader fills ``completion`` or ``error``."""
+
+    messages: list[dict[str, str]]
+    sampling: SamplingConfig
+    allowed: tuple[str, ...] | None
+    completion: Completion | None = None
+    error: BaseException | None = None
+
+    @property
+    def key(self) -> tuple[SamplingConfig, tuple[str, ...] | None]:
+        return self.sampling, self.allowed
+
+    @property
+    def finished(self) -> bool:
+        return self.completion is not None or self.error is not None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CapturedCall:
     """One served call: the completion and where it was recorded."""
@@ -124,6 +150,10 @@ class PolicyService:
         model_name: the name ``/v1/models`` lists and responses carry.
         default_max_tokens: token cap when a request sets none.
         agent_id: agent id of episodes the endpoint opens itself.
+        max_batch: most calls generated together (1 serves them one by one).
+        batch_window_s: how long the first call after a quiet spell waits for
+            others to join its batch (calls that arrive during a generation join
+            the next batch without it).
     """
 
     def __init__(
@@ -134,35 +164,123 @@ class PolicyService:
         model_name: str | None = None,
         default_max_tokens: int = 64,
         agent_id: str = "policy-endpoint",
+        max_batch: int = 16,
+        batch_window_s: float = 0.02,
     ) -> None:
+        if max_batch < 1 or not 0.0 <= batch_window_s <= 1.0:
+            raise ConfigError(
+                f"PolicyService needs max_batch >= 1 and 0 <= batch_window_s <= 1, got "
+                f"{max_batch!r} and {batch_window_s!r}"
+            )
         self.lm = lm
         self.recorder = recorder
         self.model_name = model_name or lm.name
         self.default_max_tokens = default_max_tokens
         self.agent_id = agent_id
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_s
         self.lock = threading.Lock()
+        """Held while the model generates; hold it to update the weights between calls."""
         self.created = int(time.time())
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        """How many batches of each size were generated (calls with a seed count as 1)."""
+        self._pending: list[_PendingCall] = []
+        self._queue = threading.Condition()  # guards _pending and _leading
+        self._leading = False
 
     def complete(self, request: ChatCompletionRequest, episode_id: str | None) -> CapturedCall:
         """Sample one completion for ``request`` and capture it under ``episode_id``."""
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         sampling = request.sampling(self.default_max_tokens)
-        generator = torch.Generator()
-        generator.manual_seed(
-            request.seed if request.seed is not None else uuid.uuid4().int % 2**63
-        )
-        with self.lock:
-            prompt = self.lm.chat_ids(messages)
-            constraint = None
-            if request.allowed_completions:
-                constraint = ActionConstraint.from_texts(self.lm, request.allowed_completions)
-            completion = generate(
-                self.lm, [prompt], sampling, generator=generator, constraint=constraint
-            )[0]
+        allowed = tuple(request.allowed_completions) if request.allowed_completions else None
+        if request.seed is not None or self.max_batch == 1:
+            generator = torch.Generator()
+            generator.manual_seed(
+                request.seed if request.seed is not None else uuid.uuid4().int % 2**63
+            )
+            with self.lock:
+                prompt = self.lm.chat_ids(messages)
+                constraint = ActionConstraint.from_texts(self.lm, allowed) if allowed else None
+                completion = generate(
+                    self.lm, [prompt], sampling, generator=generator, constraint=constraint
+                )[0]
+                self.batch_sizes[1] += 1
+        else:
+            completion = self._batched(_PendingCall(messages, sampling, allowed))
         step_index = None
         if episode_id is not None and self.recorder is not None:
             step_index = self._capture(episode_id, messages, completion)
         return CapturedCall(completion=completion, episode_id=episode_id, step_index=step_index)
+
+    # --- batching -------------------------------------------------------------------
+
+    def _batched(self, call: _PendingCall) -> Completion:
+        """Queue ``call``; one waiting thread at a time leads, generating batches until its
+        own call is done, then hands over to a thread whose call is still waiting."""
+        with self._queue:
+            self._pending.append(call)
+            while not call.finished and self._leading:
+                self._queue.wait()
+            if not call.finished:
+                self._leading = True
+        if not call.finished:
+            try:
+                if self.batch_window_s > 0:
+                    time.sleep(self.batch_window_s)  # let callers that started with us join
+                while not call.finished:
+                    with self._queue:
+                        batch = self._take_batch()
+                    self._generate_batch(batch)
+                    with self._queue:
+                        self._queue.notify_all()
+            finally:
+                with self._queue:
+                    self._leading = False
+                    self._queue.notify_all()
+        if call.error is not None:
+            raise call.error
+        assert call.completion is not None
+        return call.completion
+
+    def _take_batch(self) -> list[_PendingCall]:
+        """The oldest waiting call and those sharing its settings, oldest first, at most
+        ``max_batch``; removed from the queue."""
+        key = self._pending[0].key
+        batch = [c for c in self._pending if c.key == key][: self.max_batch]
+        taken = set(map(id, batch))
+        self._pending = [c for c in self._pending if id(c) not in taken]
+        return batch
+
+    def _generate_batch(self, batch: list[_PendingCall]) -> None:
+        """Generate ``batch`` as one call of the model; each call gets its completion or error."""
+        sampling, allowed = batch[0].key
+        generator = torch.Generator()
+        generator.manual_seed(uuid.uuid4().int % 2**63)
+        try:
+            with self.lock:
+                prompts: list[list[int]] = []
+                ready: list[_PendingCall] = []
+                for call in batch:  # a bad conversation fails its own call only
+                    try:
+                        prompts.append(self.lm.chat_ids(call.messages))
+                        ready.append(call)
+                    except Exception as exc:
+                        call.error = exc
+                if not ready:
+                    return
+                constraint = ActionConstraint.from_texts(self.lm, allowed) if allowed else None
+                completions = generate(
+                    self.lm, prompts, sampling, generator=generator, constraint=constraint
+                )
+                self.batch_sizes[len(ready)] += 1
+            for call, completion in zip(ready, completions, strict=True):
+                call.completion = completion
+        except BaseException as exc:
+            for call in batch:
+                if not call.finished:
+                    call.error = exc
+            if not isinstance(exc, Exception):
+                raise
 
     def _capture(
         self, episode_id: str, messages: Sequence[Mapping[str, str]], completion: Completion

@@ -123,3 +123,63 @@ def test_bad_requests_get_openai_style_errors(
         client.chat.completions.create(model="policy", messages=MESSAGES, n=2)
     status, body = _post(server.base_url[: -len("/v1")] + "/episodes/nope/complete", {"reward": 1})
     assert status == 400 and "not open" in body["error"]["message"]
+
+
+def test_concurrent_calls_are_generated_as_one_batch_and_answered_to_their_callers(
+    tiny_lm: LanguageModel, tmp_path: Path
+) -> None:
+    import threading
+
+    store = SqliteStore(tmp_path / "e.db")
+    recorder = Recorder(store)
+    # a wide window so that the 8 callers surely meet (the default is 20 ms)
+    service = PolicyService(tiny_lm, recorder=recorder, model_name="policy", batch_window_s=0.5)
+    files = [f"notes-{i}.txt" for i in range(8)]
+    answers: dict[int, object] = {}
+    start = threading.Barrier(8)
+
+    def attempt(i: int) -> None:
+        client = openai.OpenAI(base_url=server.episode_url(f"ep-{i}"), api_key="-", max_retries=0)
+        start.wait()
+        answers[i] = client.chat.completions.create(
+            model="policy",
+            messages=[MESSAGES[0], {"role": "user", "content": f"Read the file {files[i]}"}],
+            max_tokens=4,
+            extra_body={"allowed_completions": ["file_read", "web_search"]},
+        )
+
+    with PolicyServer(service) as server:
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        client = openai.OpenAI(base_url=server.base_url, api_key="-", max_retries=0)
+        seeded = [
+            client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=4, seed=7)
+            .choices[0]
+            .message.content
+            for _ in range(2)
+        ]
+    assert sorted(answers) == list(range(8))
+    assert sum(size * count for size, count in service.batch_sizes.items() if size > 1) == 8
+    assert max(service.batch_sizes) >= 4  # one batch, or two if a caller came late
+    assert seeded[0] == seeded[1] and service.batch_sizes[1] == 2  # seeded calls go alone
+    recorder.flush()
+    for i, answer in answers.items():  # every caller got its own row, captured in its episode
+        extension = answer.model_extra["learnloop"]  # type: ignore[attr-defined]
+        assert answer.choices[0].message.content in ("file_read", "web_search")  # type: ignore[attr-defined]
+        messages = [MESSAGES[0], {"role": "user", "content": f"Read the file {files[i]}"}]
+        assert extension["prompt_token_ids"] == tiny_lm.chat_ids(messages)
+        step = recorder.get(f"ep-{i}").steps[0]
+        assert list(step.completion_token_ids) == extension["completion_token_ids"]
+    recorder.close()
+    store.close()
+
+
+def test_batching_settings_are_checked(tiny_lm: LanguageModel) -> None:
+    from learnloop.errors import ConfigError
+
+    for bad in ({"max_batch": 0}, {"batch_window_s": -1.0}, {"batch_window_s": 5.0}):
+        with pytest.raises(ConfigError, match="max_batch >= 1"):
+            PolicyService(tiny_lm, **bad)  # type: ignore[arg-type]
