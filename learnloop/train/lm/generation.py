@@ -27,6 +27,7 @@ pass over the whole rows. Gradients flow through the shared prefix once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -164,6 +165,26 @@ def split_shared_prefix(
     return prefix, ids, mask
 
 
+@functools.cache
+def _cache_argument() -> str:
+    """The name of the KV cache in a model's forward and output: ``cache`` since
+    transformers 5.24 (``past_key_values`` warns there), ``past_key_values`` before."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    fields = getattr(CausalLMOutputWithPast, "__dataclass_fields__", {})
+    return "cache" if "cache" in fields else "past_key_values"
+
+
+def _with_cache(past: Any) -> dict[str, Any]:
+    """The keyword argument passing ``past`` to a model's forward."""
+    return {_cache_argument(): past}
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache a forward pass returned."""
+    return getattr(out, _cache_argument())
+
+
 def _run_prefix(model: Any, prefix_ids: Tensor, batch_size: int) -> Any:
     """The KV cache of ``prefix_ids`` ``(1, P)``, repeated ``batch_size`` times."""
     prefix_ids = prefix_ids.view(1, -1)
@@ -174,7 +195,7 @@ def _run_prefix(model: Any, prefix_ids: Tensor, batch_size: int) -> Any:
         logits_to_keep=1,
         use_cache=True,
     )
-    past = out.past_key_values
+    past = _cache_of(out)
     past.batch_repeat_interleave(batch_size)
     return past
 
@@ -248,7 +269,7 @@ def token_log_probs(
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=past,
+        **_with_cache(past),
         logits_to_keep=needed - 1,
         use_cache=past is not None,
     ).logits.float()
@@ -339,11 +360,11 @@ def generate(
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=past,
+        **_with_cache(past),
         logits_to_keep=1,
         use_cache=True,
     )
-    past = out.past_key_values
+    past = _cache_of(out)
     logits = out.logits[:, -1, :].float()
     try:
         for _ in range(config.max_new_tokens):
@@ -383,11 +404,11 @@ def generate(
                 input_ids=chosen.view(size, 1).to(device),
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=past,
+                **_with_cache(past),
                 logits_to_keep=1,
                 use_cache=True,
             )
-            past = out.past_key_values
+            past = _cache_of(out)
             logits = out.logits[:, -1, :].float()
     finally:
         model.train(was_training)
