@@ -80,7 +80,11 @@ def bench_tiny(args: argparse.Namespace) -> dict[str, Any]:
             adam_eps=1e-8,
         ),
         LMConfig(model="tiny"),
-        LMGRPOConfig(sft_steps=150, exploration_episodes=args.exploration_episodes),
+        LMGRPOConfig(
+            sft_steps=150,
+            exploration_episodes=args.exploration_episodes,
+            loss_normalization=args.loss_normalization,
+        ),
         store=store,
         recorder=recorder,
         on_iteration=lambda done, m: log(
@@ -98,6 +102,7 @@ def bench_tiny(args: argparse.Namespace) -> dict[str, Any]:
     curve = [(e["iteration"], e["policy"]["success_rate"]) for e in result.run.evaluations]
     return {
         "mode": "tiny",
+        "loss_normalization": args.loss_normalization,
         "initial_success": result.initial["success_rate"],
         "warm_start_success": result.warm_start["success_rate"] if result.warm_start else None,
         "final_success": result.run.final["success_rate"] if result.run.final else None,
@@ -215,7 +220,10 @@ def bench_trl(args: argparse.Namespace) -> dict[str, Any]:
     suite = ToolUseSuite(SuiteConfig(seed=0))
     train = _single_step(suite.train_tasks)
     heldout = _single_step(suite.heldout_tasks)[: args.eval_tasks]
-    base = args.warm_model or _warm_model(suite, args)
+    base = args.warm_model
+    if base is None:
+        base = _warm_model(suite, args)
+        log(f"warm-started model: {base} (pass --warm-model {base} to start a run from it)")
     results: dict[str, list[dict[str, float]]] = {"learnloop": [], "trl": [], "start": []}
     for seed in range(args.seeds):
         ours = load_language_model(LMConfig(model=base, lora=False))
@@ -241,7 +249,8 @@ def bench_trl(args: argparse.Namespace) -> dict[str, Any]:
                 max_grad_norm=1.0,
                 adam_eps=1e-8,
             ),
-            LMGRPOConfig(constrained=False),  # TRL samples freely, so do we here
+            # TRL samples freely, so do we here
+            LMGRPOConfig(constrained=False, loss_normalization=args.loss_normalization),
             num_iterations=args.iterations,
             seed=seed,
             tasks=train,
@@ -284,6 +293,8 @@ def bench_trl(args: argparse.Namespace) -> dict[str, Any]:
         "trl_version": trl.__version__,
         "trl_gradient_checkpointing": not args.trl_no_checkpointing,
         "steps": args.iterations,
+        "warm_model": base,
+        "learnloop_loss_normalization": args.loss_normalization,
         "loadavg_end": _loadavg(),
         **summary,
     }
@@ -426,7 +437,19 @@ def main() -> int:
         action="store_true",
         help="trl mode: switch TRL's default gradient checkpointing off (like for like)",
     )
-    parser.add_argument("--warm-model", default=None, help="trl mode: a warm-started model folder")
+    parser.add_argument(
+        "--warm-model",
+        default=None,
+        help="trl mode: a warm-started model folder (default: build one and print its path; "
+        "it is kept, so later runs can reuse it)",
+    )
+    parser.add_argument(
+        "--loss-normalization",
+        choices=["all_tokens", "active_tokens", "attempts"],
+        default="all_tokens",
+        help="tiny and trl modes: learnloop's LMGRPOConfig.loss_normalization (TRL's "
+        "default loss, 'dapo', is all_tokens)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -143,6 +143,19 @@ class LMGRPOConfig:
     """Per-step credit of the credit module used with --advantage process."""
     gradient_accumulation: int = 1
     """Minibatches whose gradients add up before one optimizer step."""
+    loss_normalization: Literal["all_tokens", "active_tokens", "attempts"] = "all_tokens"
+    """What the summed per-token GRPO objective of an iteration is divided by.
+
+    'all_tokens': every model token the iteration sampled, including those of groups
+    whose attempts all scored the same (zero advantage, no gradient; not run, so not
+    in the KL term either): the token-level mean over the whole batch, as in TRL's
+    default ('dapo') loss, so an iteration with few informative groups takes a
+    proportionally smaller step. 'active_tokens': only the tokens with a non-zero
+    advantage (the step is as large however few groups carry signal).
+    'attempts': each attempt's mean over its own model tokens, averaged over all the
+    iteration's attempts (DeepSeekMath eq. 3; a short attempt's tokens weigh more than
+    a long one's). With several minibatches each is divided by its share of that
+    count."""
     sft_steps: int = 150
     """Supervised warm-start steps on successful episodes from the store (0: none)."""
     sft_learning_rate: float = 3e-3
@@ -179,6 +192,11 @@ class LMGRPOConfig:
         if self.exploration not in ("bandit", "random"):
             raise ConfigError(
                 f"LMGRPOConfig.exploration must be 'bandit' or 'random', got {self.exploration!r}"
+            )
+        if self.loss_normalization not in ("all_tokens", "active_tokens", "attempts"):
+            raise ConfigError(
+                "LMGRPOConfig.loss_normalization must be 'all_tokens', 'active_tokens' or "
+                f"'attempts', got {self.loss_normalization!r}"
             )
         if self.credit not in ("return", "attribution"):
             raise ConfigError(

@@ -2,9 +2,12 @@
 
 GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1, alg. 1) on token traces:
 
-    pick B tasks; run G attempts at each (one group), sampling with pi_theta_old
+    pick B tasks (the next B of a shuffled order of the training tasks, reshuffled
+    once every task has been drawn: epochs, without replacement);
+    run G attempts at each (one group), sampling with pi_theta_old
     r_i = 1 when attempt i solved its task, else 0
-    outcome (4.1.2): A_i = (r_i - mean(r_group)) / std(r_group) on every model token of i
+    outcome (4.1.2): A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-8) on every model
+                     token of i (population std; a group that scored all the same: 0)
     process (4.1.3): per-step credit from learnloop.credit.assign_credit (returns to
                      go, or attribution) normalized over the group's steps, applied to
                      the tokens of that step
@@ -12,8 +15,12 @@ GRPO (Shao et al. 2024, "DeepSeekMath", sec. 4.1, alg. 1) on token traces:
     clipped ratio per token, optional KL to pi_ref (eq. 4), gradient clipped
 
 Only the model's own tokens enter the loss (the trace's completion mask); prompt
-and tool tokens never do. The loss is averaged over the active tokens of a
-minibatch (tokens with A != 0). The prompt tokens every trace of a minibatch starts
+and tool tokens never do. Traces whose advantages are all zero (a group whose
+attempts all scored the same) carry no gradient and are not run; by default
+(``LMGRPOConfig.loss_normalization="all_tokens"``, :func:`normalized_grpo_loss`)
+their tokens still count in the mean, so the loss is the token-level mean over
+every model token of the iteration (their KL term, when ``kl_coef > 0``, is left
+out with them). The prompt tokens every trace of a minibatch starts
 with (system prompt and worked examples; the task too when all attempt it) run once
 through the model, not once per trace (:func:`collate_traces`); their gradient is
 the same. pi_ref is computed only when ``kl_coef > 0``:
@@ -49,7 +56,7 @@ from learnloop.train.lm.config import LMGRPOConfig
 from learnloop.train.lm.conversation import AttemptResult, SuiteChat, TokenTrace, group_tasks
 from learnloop.train.lm.generation import left_pad, split_shared_prefix, token_log_probs
 from learnloop.train.lm.model import LanguageModel
-from learnloop.train.losses import approx_kl, clip_fraction, grpo_loss
+from learnloop.train.losses import approx_kl, clip_fraction, grpo_loss, kl_to_reference
 
 __all__ = [
     "LMGRPO",
@@ -57,6 +64,7 @@ __all__ = [
     "TraceBatch",
     "collate_traces",
     "lm_grpo_loss",
+    "normalized_grpo_loss",
     "record_exploration",
     "sft_loss",
     "step_advantages",
@@ -146,7 +154,7 @@ def step_advantages(
 
     >>> from types import SimpleNamespace as NS
     >>> runs = [NS(reward=1.0, step_rewards=(1.0,)), NS(reward=0.0, step_rewards=(0.0,))]
-    >>> [a.tolist() for a in step_advantages(runs, [0, 0])]
+    >>> [a.round(6).tolist() for a in step_advantages(runs, [0, 0])]
     [[1.0], [-1.0]]
     """
     if len(results) != len(group_ids):
@@ -175,6 +183,83 @@ def step_advantages(
     return out
 
 
+LOSS_NORMALIZATIONS = ("all_tokens", "active_tokens", "attempts")
+
+
+def normalized_grpo_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps: float,
+    normalization: str = "all_tokens",
+    denominator: float | None = None,
+    kl_coef: float = 0.0,
+    ref_log_probs: Tensor | None = None,
+) -> Tensor:
+    """GRPO's objective (eq. 3), negated, over the ``mask`` tokens of ``(B, L)`` tensors.
+
+    Each model token t contributes s_t = min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)
+    - beta D_KL,t (eq. 4) with r_t = exp(log_probs - old_log_probs). The loss is
+    -(sum) / ``denominator``, where
+
+    * ``"all_tokens"``: the sum of s over the model tokens; ``denominator`` defaults
+      to their number (the token-level mean);
+    * ``"attempts"``: the sum over rows of each row's mean of s over its model
+      tokens; ``denominator`` defaults to the rows that have one (eq. 3's 1/G 1/|o_i|);
+    * ``"active_tokens"``: sum and count over the tokens with A != 0 only, KL too
+      (:func:`learnloop.train.losses.grpo_loss`); ``denominator`` must be None.
+
+    A larger ``denominator`` stands for traces that were left out of the batch
+    because their advantages were all zero: they add nothing to the sum, but count.
+    A batch without a counted token gives a zero loss with a zero gradient.
+
+    >>> zero = torch.zeros(1, 3)
+    >>> a, m = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[True, True, False]])
+    >>> float(normalized_grpo_loss(zero, zero, a, m, clip_eps=0.2, denominator=4.0))
+    -0.5
+    """
+    if normalization not in LOSS_NORMALIZATIONS:
+        raise ConfigError(
+            f"unknown loss normalization {normalization!r}; use one of {LOSS_NORMALIZATIONS}"
+        )
+    if normalization == "active_tokens":
+        if denominator is not None:
+            raise ConfigError("'active_tokens' normalization divides by the batch's own count")
+        return grpo_loss(
+            log_probs[mask],
+            old_log_probs[mask],
+            advantages[mask],
+            clip_eps=clip_eps,
+            ref_log_prob=None if ref_log_probs is None else ref_log_probs[mask],
+            kl_coef=kl_coef,
+        )
+    # Off the mask everything is zeroed first (ratio 1, A 0), so whatever those
+    # positions hold (padding, -inf) reaches neither the sum nor the gradient.
+    adv = torch.where(mask, advantages, 0.0)
+    log_ratio = torch.where(mask, log_probs - old_log_probs, 0.0)
+    ratio = torch.exp(log_ratio)
+    surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    if kl_coef > 0.0:
+        if ref_log_probs is None:
+            raise ConfigError("kl_coef > 0 needs ref_log_probs; pass the reference policy's")
+        surrogate = surrogate - kl_coef * kl_to_reference(
+            torch.where(mask, log_probs, 0.0), torch.where(mask, ref_log_probs, 0.0)
+        )
+    weights = mask.to(surrogate.dtype)
+    if normalization == "attempts":
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        count = float((mask.sum(dim=1) > 0).sum())
+    else:
+        count = float(mask.sum())
+    if denominator is None:
+        denominator = count
+    if count == 0 or denominator <= 0:
+        return torch.where(mask, log_probs, 0.0).sum() * 0.0
+    return -(surrogate * weights).sum() / denominator
+
+
 def lm_grpo_loss(
     model: Any,
     batch: TraceBatch,
@@ -182,9 +267,12 @@ def lm_grpo_loss(
     clip_eps: float,
     kl_coef: float = 0.0,
     ref_log_probs: Tensor | None = None,
+    normalization: str = "all_tokens",
+    denominator: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """GRPO's loss over the model's tokens of ``batch``; returns ``(loss, log_probs)``.
 
+    ``normalization`` and ``denominator`` as in :func:`normalized_grpo_loss`.
     ``log_probs`` is ``(B, L)`` (0 off the completion mask), for metrics.
     """
     log_probs = token_log_probs(
@@ -194,14 +282,16 @@ def lm_grpo_loss(
         batch.completion_mask,
         prefix_ids=batch.prefix_ids,
     )
-    tokens = batch.completion_mask
-    loss = grpo_loss(
-        log_probs[tokens],
-        batch.old_log_probs[tokens],
-        batch.advantages[tokens],
+    loss = normalized_grpo_loss(
+        log_probs,
+        batch.old_log_probs,
+        batch.advantages,
+        batch.completion_mask,
         clip_eps=clip_eps,
-        ref_log_prob=None if ref_log_probs is None else ref_log_probs[tokens],
+        normalization=normalization,
+        denominator=denominator,
         kl_coef=kl_coef,
+        ref_log_probs=ref_log_probs,
     )
     return loss, log_probs
 
@@ -397,6 +487,11 @@ class LMGRPO:
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
+        # Tasks are drawn without replacement: the next ones of a shuffled order of
+        # ``self.tasks``, reshuffled (from ``self.rng``) once used up. Empty until
+        # the first draw.
+        self.task_order: list[int] = []
+        self.task_position = 0
 
     @contextmanager
     def _reference_model(self) -> Iterator[Any]:
@@ -410,12 +505,26 @@ class LMGRPO:
             finally:
                 adapters.enable_adapter_layers()
 
+    def draw_tasks(self, count: int) -> list[Task]:
+        """The next ``count`` tasks of the shuffled order (an epoch); a used-up order is reshuffled.
+
+        Within an epoch no task repeats. When the epoch ends mid-draw the draw goes
+        on in the next one, so one draw may hold a task twice only near an epoch's
+        end or when ``count`` exceeds the number of tasks.
+        """
+        picked: list[int] = []
+        while len(picked) < count:
+            if self.task_position >= len(self.task_order):
+                self.task_order = [int(i) for i in self.rng.permutation(len(self.tasks))]
+                self.task_position = 0
+            take = min(count - len(picked), len(self.task_order) - self.task_position)
+            picked.extend(self.task_order[self.task_position : self.task_position + take])
+            self.task_position += take
+        return [self.tasks[i] for i in picked]
+
     def collect(self) -> tuple[list[AttemptResult], list[int]]:
         """One batch: ``tasks_per_iteration`` tasks, ``group_size`` attempts at each."""
-        tasks = self.tasks
-        picked: list[Task] = [
-            tasks[int(i)] for i in self.rng.integers(len(tasks), size=self.grpo.tasks_per_iteration)
-        ]
+        picked = self.draw_tasks(self.grpo.tasks_per_iteration)
         attempts = group_tasks(picked, self.grpo.group_size)
         sampling = dataclasses.replace(
             self.config.sampling,
@@ -453,12 +562,24 @@ class LMGRPO:
     def update(
         self, traces: Sequence[TokenTrace], advantages: Sequence[Sequence[float]]
     ) -> dict[str, float]:
-        """mu epochs of minibatch GRPO steps over the traces with a non-zero advantage."""
+        """mu epochs of minibatch GRPO steps over the traces with a non-zero advantage.
+
+        The traces left out still count in the loss's denominator under the
+        ``all_tokens`` and ``attempts`` normalizations: each minibatch is divided by
+        its own count (model tokens or attempts) over the kept traces' share of the
+        iteration's.
+        """
         grpo = self.grpo
+        normalization = self.config.loss_normalization
         keep = [i for i, a in enumerate(advantages) if np.any(np.asarray(a) != 0)]
         metrics = {"train/active_fraction": len(keep) / max(len(traces), 1)}
         if not keep:
             return {**metrics, "train/policy_loss": 0.0, "train/updates": 0.0}
+        # all counted / kept counted: what one kept model token (or attempt) stands for
+        inflation = len(traces) / len(keep)
+        if normalization == "all_tokens":
+            counts = [sum(t.completion_mask) for t in traces]
+            inflation = sum(counts) / max(sum(counts[i] for i in keep), 1)
         device, pad = self.lm.device, self.lm.pad_token_id
         minibatch = max(1, min(grpo.minibatch_size, len(keep)))
         chunks = [keep[s : s + minibatch] for s in range(0, len(keep), minibatch)]
@@ -505,12 +626,19 @@ class LMGRPO:
                     for row, i in enumerate(chunk):
                         tail = len(traces[i].ids) - batch.prefix_length
                         ref[row, ref.shape[1] - tail :] = references[i][batch.prefix_length :]
+                denominator: float | None = None
+                if normalization == "all_tokens":
+                    denominator = float(batch.completion_mask.sum()) * inflation
+                elif normalization == "attempts":
+                    denominator = len(chunk) * inflation
                 loss, log_probs = lm_grpo_loss(
                     self.lm.model,
                     batch,
                     clip_eps=grpo.clip_eps,
                     kl_coef=grpo.kl_coef,
                     ref_log_probs=ref,
+                    normalization=normalization,
+                    denominator=denominator,
                 )
                 (loss / accumulate).backward()  # type: ignore[no-untyped-call]
                 steps += 1
@@ -569,17 +697,34 @@ class LMGRPO:
         }
 
     def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer, random states and the place in the task order."""
         return {
             "weights": self.lm.trainable_state(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "rng": self.rng.bit_generator.state,
             "env_steps": self.env_steps,
+            "task_order": list(self.task_order),
+            "task_position": self.task_position,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the run then draws the tasks an uninterrupted one would."""
         self.lm.load_trainable_state(state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
         self.env_steps = int(state["env_steps"])
+        # A checkpoint from before tasks were drawn without replacement has no order:
+        # the next draw starts a fresh one (from the restored rng).
+        order = [int(i) for i in state.get("task_order", ())]
+        position = int(state.get("task_position", 0))
+        if order and (sorted(order) != list(range(len(self.tasks))) or position > len(order)):
+            logger.warning(
+                "the checkpoint's task order is for %d tasks, this learner has %d: "
+                "starting a fresh order",
+                len(order),
+                len(self.tasks),
+            )
+            order, position = [], 0
+        self.task_order, self.task_position = order, position
