@@ -10,6 +10,10 @@ and, for comparison, serving them one by one (``max_batch=1``); the three are
 interleaved so that all see the same machine load. Every call is captured in
 the store, as in training.
 
+The trainer's own collector (``SuiteChat.run``, what ``learnloop train grpo
+--policy lm`` runs) is timed the same way: one attempt against a group of 8 at
+the same task, generated as one batch (``--no-in-process`` skips it).
+
     .venv/bin/python benchmarks/bench_endpoint.py --model tiny
     .venv/bin/python benchmarks/bench_endpoint.py --model smollm2 --repeats 10 --json
 
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
+    in_process = _in_process(lm, suite, args) if args.in_process else {}
     recorder.close()
     stored = store.count_episodes() if hasattr(store, "count_episodes") else None
     store.close()
@@ -116,7 +121,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "calls_per_repetition_mean": {key: float(np.mean(values)) for key, values in calls.items()},
         "batch_sizes": dict(sorted(service.batch_sizes.items())),
         "episodes_stored": stored,
+        **in_process,
         "loadavg_end": _loadavg(),
+    }
+
+
+def _in_process(lm: Any, suite: ToolUseSuite, args: argparse.Namespace) -> dict[str, Any]:
+    """``SuiteChat.run`` on 1 attempt and on a group of 8 at the same task, interleaved."""
+    from learnloop.train.lm.config import SamplingConfig
+    from learnloop.train.lm.conversation import SuiteChat
+
+    chat = SuiteChat(suite, lm, constrained=not args.free)
+    sampling = SamplingConfig(max_new_tokens=min(args.max_tokens, chat.answer_tokens))
+    generator = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    times: dict[int, list[float]] = {1: [], 8: []}
+    for k in range(args.warmup + args.repeats):
+        for width in (1, 8):
+            task = suite.train_tasks[k % len(suite.train_tasks)]
+            started = time.perf_counter()
+            chat.run([task] * width, sampling, generator=generator, rng=rng)
+            if k >= args.warmup:
+                times[width].append(time.perf_counter() - started)
+    one, eight = statistics.median(times[1]), statistics.median(times[8])
+    return {
+        "in_process_one_s_median": one,
+        "in_process_eight_s_median": eight,
+        "in_process_ratio_eight_over_one": eight / one,
     }
 
 
@@ -129,6 +160,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=12)
     parser.add_argument("--batch-window-ms", type=float, default=20.0)
     parser.add_argument("--free", action="store_true", help="unconstrained answers")
+    parser.add_argument(
+        "--no-in-process",
+        dest="in_process",
+        action="store_false",
+        help="skip timing the trainer's own collector",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args)
