@@ -157,7 +157,11 @@ def bench_smollm2(args: argparse.Namespace) -> dict[str, Any]:
     learner = LMGRPO(
         chat,
         grpo,
-        LMGRPOConfig(max_new_tokens=chat.answer_tokens, constrained=False),
+        LMGRPOConfig(
+            max_new_tokens=chat.answer_tokens,
+            constrained=False,
+            loss_normalization=args.loss_normalization,
+        ),
         num_iterations=args.iterations,
         seed=args.seed,
         tasks=train,
@@ -190,6 +194,7 @@ def bench_smollm2(args: argparse.Namespace) -> dict[str, Any]:
         curve.append((done, final["success_rate"], final["tool_accuracy"], final["valid_rate"]))
     return {
         "mode": "smollm2",
+        "loss_normalization": args.loss_normalization,
         "prompt": chat.prompt,
         "prompt_tokens": prompt_tokens,
         "learning_rate": grpo.learning_rate,
@@ -447,7 +452,7 @@ def main() -> int:
         "--loss-normalization",
         choices=["all_tokens", "active_tokens", "attempts"],
         default="all_tokens",
-        help="tiny and trl modes: learnloop's LMGRPOConfig.loss_normalization (TRL's "
+        help="learnloop's LMGRPOConfig.loss_normalization (TRL's "
         "default loss, 'dapo', is all_tokens)",
     )
     parser.add_argument("--json", action="store_true")
