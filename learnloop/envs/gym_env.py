@@ -298,8 +298,9 @@ class ToolUseEnv(gym.Env[np.ndarray, np.int64]):
         """What ``gym.Env.reset(seed=seed)`` does, with a cheaper seed-to-state map.
 
         The same seed gives the same stream (across processes and versions of
-        NumPy), different seeds independent-looking ones; the generator object is
-        kept and its state replaced.
+        NumPy), different seeds independent-looking ones. Unlike Gymnasium's, the
+        generator object is kept and its state replaced: a reference to
+        ``env.np_random`` taken earlier follows the reseed.
         """
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(
@@ -309,11 +310,16 @@ class ToolUseEnv(gym.Env[np.ndarray, np.int64]):
         generator = self._np_random
         if generator is None or type(generator.bit_generator) is not np.random.PCG64:
             generator = np.random.Generator(np.random.PCG64())
-        # seeds beyond 64 bits fold in, so that every int maps to a stream
-        folded = seed & _MASK64
-        for shift in range(64, seed.bit_length(), 64):
-            folded = _splitmix64(folded ^ ((seed >> shift) & _MASK64))[1]
-        generator.bit_generator.state = _seeded_pcg64_state(folded)
+        if seed <= _MASK64:
+            state = _seeded_pcg64_state(seed)
+        else:  # rare: SeedSequence hashes every bit (a cheap fold would collide)
+            words = [int(w) for w in np.random.SeedSequence(seed).generate_state(4, np.uint64)]
+            state = _seeded_pcg64_state(0)
+            state["state"] = {
+                "state": (words[0] << 64) | words[1],
+                "inc": ((words[2] << 64) | words[3]) | 1,
+            }
+        generator.bit_generator.state = state
         self._np_random, self._np_random_seed = generator, seed
 
     def _choose_task(self, options: Mapping[str, Any]) -> Task:

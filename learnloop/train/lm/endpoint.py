@@ -39,6 +39,7 @@ rows, so that the G attempts of a group cost little more than one. A call with a
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import logging
 import threading
@@ -121,6 +122,8 @@ class _PendingCall:
     allowed: tuple[str, ...] | None
     completion: Completion | None = None
     error: BaseException | None = None
+    shared_error: bool = False
+    """The error is the whole batch's (raise a copy in each caller), not this call's own."""
 
     @property
     def key(self) -> tuple[SamplingConfig, tuple[str, ...] | None]:
@@ -167,10 +170,9 @@ class PolicyService:
         max_batch: int = 16,
         batch_window_s: float = 0.02,
     ) -> None:
-        if max_batch < 1 or not 0.0 <= batch_window_s <= 1.0:
+        if not 0.0 <= batch_window_s <= 1.0:
             raise ConfigError(
-                f"PolicyService needs max_batch >= 1 and 0 <= batch_window_s <= 1, got "
-                f"{max_batch!r} and {batch_window_s!r}"
+                f"PolicyService needs 0 <= batch_window_s <= 1 (seconds), got {batch_window_s!r}"
             )
         self.lm = lm
         self.recorder = recorder
@@ -214,73 +216,138 @@ class PolicyService:
 
     # --- batching -------------------------------------------------------------------
 
+    @property
+    def max_batch(self) -> int:
+        """Most calls generated together (1 serves them one by one); settable."""
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"PolicyService needs max_batch >= 1, got {value!r}")
+        self._max_batch = value
+
     def _batched(self, call: _PendingCall) -> Completion:
         """Queue ``call``; one waiting thread at a time leads, generating batches until its
-        own call is done, then hands over to a thread whose call is still waiting."""
+        own call is done, then hands over to a thread whose call is still waiting.
+
+        Only a call that found no generation under way waits ``batch_window_s`` for
+        others (it ends early once a full batch is queued); a call that waited behind
+        a leader is served by the next batch at once.
+        """
+        waited = False
         with self._queue:
             self._pending.append(call)
-            while not call.finished and self._leading:
-                self._queue.wait()
-            if not call.finished:
-                self._leading = True
-        if not call.finished:
+            if len(self._pending) >= self._max_batch:
+                self._queue.notify_all()  # a leader in its window: the batch is full
             try:
-                if self.batch_window_s > 0:
-                    time.sleep(self.batch_window_s)  # let callers that started with us join
-                while not call.finished:
-                    with self._queue:
-                        batch = self._take_batch()
-                    self._generate_batch(batch)
-                    with self._queue:
-                        self._queue.notify_all()
+                while not call.finished and self._leading:
+                    waited = True
+                    self._queue.wait()
+            except BaseException:  # interrupted while waiting: nobody will read the answer
+                self._drop(call)
+                raise
+            if call.finished:
+                return self._result(call)
+            self._leading = True
+        try:
+            if not waited and self.batch_window_s > 0:
+                with self._queue:
+                    self._queue.wait_for(
+                        lambda: len(self._pending) >= self._max_batch, self.batch_window_s
+                    )
+            while not call.finished:
+                self._serve_next_batch(call)
+        finally:
+            with self._queue:
+                self._drop(call)
+                self._leading = False
+                self._queue.notify_all()
+        return self._result(call)
+
+    def _drop(self, call: _PendingCall) -> None:
+        """Remove ``call`` from the queue if it is still there (the queue's lock held)."""
+        self._pending = [c for c in self._pending if c is not call]
+
+    @staticmethod
+    def _result(call: _PendingCall) -> Completion:
+        error = call.error
+        if error is None:
+            assert call.completion is not None
+            return call.completion
+        if not call.shared_error:
+            raise error
+        # The batch's error reaches every caller: each raises its own copy (one
+        # exception object raised in N threads would collect all their frames).
+        if isinstance(error, Exception):
+            try:
+                fresh = copy.copy(error)
+            except Exception:
+                fresh = RuntimeError(f"generation failed: {error!r}")
+        else:
+            fresh = RuntimeError(f"generation was interrupted: {error!r}")
+        raise fresh from error
+
+    def _serve_next_batch(self, leader: _PendingCall) -> None:
+        """Take the next batch once the model is free (calls arriving while the trainer
+        holds :attr:`lock` join it) and generate it."""
+        with self.lock:
+            with self._queue:
+                batch = self._take_batch()
+            if not batch:  # cannot happen: the leader's own call is queued or answered
+                leader.error = RuntimeError("the endpoint lost track of this call; retry it")
+                return
+            try:
+                self._generate_batch(batch)
+            except BaseException as exc:
+                for call in batch:
+                    if not call.finished:
+                        call.error, call.shared_error = exc, True
+                raise
             finally:
                 with self._queue:
-                    self._leading = False
                     self._queue.notify_all()
-        if call.error is not None:
-            raise call.error
-        assert call.completion is not None
-        return call.completion
 
     def _take_batch(self) -> list[_PendingCall]:
         """The oldest waiting call and those sharing its settings, oldest first, at most
-        ``max_batch``; removed from the queue."""
+        ``max_batch``; removed from the queue. Empty when nothing waits."""
+        if not self._pending:
+            return []
         key = self._pending[0].key
-        batch = [c for c in self._pending if c.key == key][: self.max_batch]
+        batch = [c for c in self._pending if c.key == key][: self._max_batch]
         taken = set(map(id, batch))
         self._pending = [c for c in self._pending if id(c) not in taken]
         return batch
 
     def _generate_batch(self, batch: list[_PendingCall]) -> None:
-        """Generate ``batch`` as one call of the model; each call gets its completion or error."""
+        """Generate ``batch`` as one call of the model (:attr:`lock` held); each call gets
+        its completion, or an error: its own (a conversation the tokenizer refuses) or
+        the batch's."""
         sampling, allowed = batch[0].key
         generator = torch.Generator()
         generator.manual_seed(uuid.uuid4().int % 2**63)
+        prompts: list[list[int]] = []
+        ready: list[_PendingCall] = []
+        for call in batch:
+            try:
+                prompts.append(self.lm.chat_ids(call.messages))
+                ready.append(call)
+            except Exception as exc:
+                call.error = exc
+        if not ready:
+            return
         try:
-            with self.lock:
-                prompts: list[list[int]] = []
-                ready: list[_PendingCall] = []
-                for call in batch:  # a bad conversation fails its own call only
-                    try:
-                        prompts.append(self.lm.chat_ids(call.messages))
-                        ready.append(call)
-                    except Exception as exc:
-                        call.error = exc
-                if not ready:
-                    return
-                constraint = ActionConstraint.from_texts(self.lm, allowed) if allowed else None
-                completions = generate(
-                    self.lm, prompts, sampling, generator=generator, constraint=constraint
-                )
-                self.batch_sizes[len(ready)] += 1
-            for call, completion in zip(ready, completions, strict=True):
-                call.completion = completion
-        except BaseException as exc:
-            for call in batch:
-                if not call.finished:
-                    call.error = exc
-            if not isinstance(exc, Exception):
-                raise
+            constraint = ActionConstraint.from_texts(self.lm, allowed) if allowed else None
+            completions = generate(
+                self.lm, prompts, sampling, generator=generator, constraint=constraint
+            )
+        except Exception as exc:
+            for call in ready:
+                call.error, call.shared_error = exc, True
+            return
+        self.batch_sizes[len(ready)] += 1
+        for call, completion in zip(ready, completions, strict=True):
+            call.completion = completion
 
     def _capture(
         self, episode_id: str, messages: Sequence[Mapping[str, str]], completion: Completion

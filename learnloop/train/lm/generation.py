@@ -181,8 +181,15 @@ def _with_cache(past: Any) -> dict[str, Any]:
 
 
 def _cache_of(out: Any) -> Any:
-    """The KV cache a forward pass returned."""
-    return getattr(out, _cache_argument())
+    """The KV cache a forward pass run with ``use_cache=True`` returned."""
+    name = _cache_argument()
+    cache = getattr(out, name, None)
+    if cache is None:
+        raise ConfigError(
+            f"the model returned no KV cache in {name!r}; a model from outside transformers "
+            f"must take and return its cache as {name!r} (transformers' own name)"
+        )
+    return cache
 
 
 def _run_prefix(model: Any, prefix_ids: Tensor, batch_size: int) -> Any:

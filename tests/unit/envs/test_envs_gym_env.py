@@ -181,8 +181,9 @@ def test_seeded_resets_repeat_streams_and_refuse_bad_seeds(suite: ToolUseSuite) 
 
     generator = env.np_random  # reseeding keeps the generator object, replaces its state
     assert draws(5) == draws(5) and env.np_random is generator and env.np_random_seed == 5
-    streams = {tuple(draws(seed)) for seed in (0, 1, 2, 2**64 + 1, 2**64 + 2, 2**200)}
-    assert len(streams) == 6  # seeds beyond 64 bits fold in, they are not truncated
+    big = (2**64, 2**64 + 1, 2**64 + 2, 2**65 + 1, 3 * 2**64 + 3, 2**200)
+    streams = {tuple(draws(seed)) for seed in (0, 1, 2, 2**64 - 1, *big)}
+    assert len(streams) == 10  # seeds beyond 64 bits count whole: no two collide
     assert draws(np.int64(7)) == draws(7)  # numpy integers are ints too
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(InvalidInputError, match=r"seed must be an int >= 0"):

@@ -13,9 +13,17 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
+from learnloop.errors import InvalidInputError  # noqa: E402
 from learnloop.recorder import Recorder  # noqa: E402
 from learnloop.store import SqliteStore  # noqa: E402
-from learnloop.train.lm.endpoint import EPISODE_HEADER, PolicyServer, PolicyService, episode_traces  # noqa: E402
+from learnloop.train.lm.endpoint import (  # noqa: E402
+    EPISODE_HEADER,
+    CapturedCall,
+    ChatCompletionRequest,
+    PolicyServer,
+    PolicyService,
+    episode_traces,
+)
 from learnloop.train.lm.grpo_lm import collate_traces  # noqa: E402
 from learnloop.train.lm.model import LanguageModel  # noqa: E402
 
@@ -154,6 +162,8 @@ def test_concurrent_calls_are_generated_as_one_batch_and_answered_to_their_calle
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
+        batched = dict(service.batch_sizes)
+        service.batch_sizes.clear()
         client = openai.OpenAI(base_url=server.base_url, api_key="-", max_retries=0)
         seeded = [
             client.chat.completions.create(model="policy", messages=MESSAGES, max_tokens=4, seed=7)
@@ -162,9 +172,9 @@ def test_concurrent_calls_are_generated_as_one_batch_and_answered_to_their_calle
             for _ in range(2)
         ]
     assert sorted(answers) == list(range(8))
-    assert sum(size * count for size, count in service.batch_sizes.items() if size > 1) == 8
-    assert max(service.batch_sizes) >= 4  # one batch, or two if a caller came late
-    assert seeded[0] == seeded[1] and service.batch_sizes[1] == 2  # seeded calls go alone
+    assert sum(size * count for size, count in batched.items()) == 8
+    assert max(batched) >= 4  # one batch, or two if a caller came late
+    assert seeded[0] == seeded[1] and service.batch_sizes == {1: 2}  # seeded calls go alone
     recorder.flush()
     for i, answer in answers.items():  # every caller got its own row, captured in its episode
         extension = answer.model_extra["learnloop"]  # type: ignore[attr-defined]
@@ -181,5 +191,91 @@ def test_batching_settings_are_checked(tiny_lm: LanguageModel) -> None:
     from learnloop.errors import ConfigError
 
     for bad in ({"max_batch": 0}, {"batch_window_s": -1.0}, {"batch_window_s": 5.0}):
-        with pytest.raises(ConfigError, match="max_batch >= 1"):
+        with pytest.raises(ConfigError, match=r"max_batch >= 1|batch_window_s <= 1"):
             PolicyService(tiny_lm, **bad)  # type: ignore[arg-type]
+    service = PolicyService(tiny_lm)
+    for value in (0, -2, True, 1.5):
+        with pytest.raises(ConfigError, match="max_batch >= 1"):
+            service.max_batch = value  # type: ignore[assignment]
+    assert service.max_batch == 16
+
+
+def _request(content: str, **fields: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"messages": [{"role": "user", "content": content}], "max_tokens": 3, **fields}
+    )
+
+
+def _call_all(service: PolicyService, requests: list[ChatCompletionRequest]) -> list[object]:
+    """``service.complete`` for every request from its own thread, all started together."""
+    import threading
+
+    results: list[object] = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def call(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = service.complete(requests[i], None)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_a_failing_generation_fails_its_batch_only_and_a_bad_conversation_its_own_call(
+    tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import learnloop.train.lm.endpoint as endpoint_module
+
+    service = PolicyService(tiny_lm, batch_window_s=0.3)
+    real_generate, real_chat_ids = endpoint_module.generate, tiny_lm.chat_ids
+    failures = iter([True])  # the first generation fails, later ones run
+
+    def flaky_generate(*args: object, **kwargs: object) -> object:
+        if next(failures, False):
+            raise RuntimeError("device lost")
+        return real_generate(*args, **kwargs)  # type: ignore[arg-type]
+
+    def picky_chat_ids(messages: list[dict[str, str]]) -> list[int]:
+        if "BAD" in messages[-1]["content"]:
+            raise InvalidInputError("this conversation cannot be rendered")
+        return real_chat_ids(messages)
+
+    monkeypatch.setattr(endpoint_module, "generate", flaky_generate)
+    monkeypatch.setattr(tiny_lm, "chat_ids", picky_chat_ids)
+    first = _call_all(service, [_request(f"task {i}") for i in range(4)])
+    errors = [r for r in first if isinstance(r, Exception)]
+    assert len(errors) == 4 and all("device lost" in str(e) for e in errors)
+    assert len({id(e) for e in errors}) == 4  # each caller raises its own copy
+    second = _call_all(service, [_request("task a"), _request("BAD"), _request("task b")])
+    assert isinstance(second[1], InvalidInputError)
+    assert all(isinstance(r, CapturedCall) for r in (second[0], second[2]))
+    assert service.batch_sizes == {2: 1} and not service._pending and not service._leading
+
+
+def test_calls_with_different_settings_never_share_a_batch(
+    tiny_lm: LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = PolicyService(tiny_lm, batch_window_s=0.3, max_batch=3)
+    temperatures: list[set[float]] = []
+    generate_batch = service._generate_batch
+
+    def watched(batch: list) -> None:  # type: ignore[type-arg]
+        temperatures.append({call.sampling.temperature for call in batch})
+        generate_batch(batch)
+
+    monkeypatch.setattr(service, "_generate_batch", watched)
+    requests = [_request(f"task {i}", temperature=(0.5, 1.0)[i % 2]) for i in range(8)]
+    results = _call_all(service, requests)
+    assert all(isinstance(r, CapturedCall) for r in results)
+    # 4 calls of each temperature, at most 3 a batch, none mixing the two
+    assert all(len(t) == 1 for t in temperatures) and len(temperatures) >= 4
+    assert sum(size * count for size, count in service.batch_sizes.items()) == 8
+    assert max(service.batch_sizes) <= 3
