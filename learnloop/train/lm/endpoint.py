@@ -186,6 +186,7 @@ class PolicyService:
         self.created = int(time.time())
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         """How many batches of each size were generated (calls with a seed count as 1)."""
+        self._action_tokens: dict[tuple[str, ...], int] = {}  # allowed set -> longest, tokens
         self._pending: list[_PendingCall] = []
         self._queue = threading.Condition()  # guards _pending and _leading
         self._leading = False
@@ -195,6 +196,8 @@ class PolicyService:
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         sampling = request.sampling(self.default_max_tokens)
         allowed = tuple(request.allowed_completions) if request.allowed_completions else None
+        if allowed:
+            self._check_room(allowed, sampling.max_new_tokens)
         if request.seed is not None or self.max_batch == 1:
             generator = torch.Generator()
             generator.manual_seed(
@@ -213,6 +216,21 @@ class PolicyService:
         if episode_id is not None and self.recorder is not None:
             step_index = self._capture(episode_id, messages, completion)
         return CapturedCall(completion=completion, episode_id=episode_id, step_index=step_index)
+
+    def _check_room(self, allowed: tuple[str, ...], max_tokens: int) -> None:
+        """Refuse a token cap too short for the longest allowed completion: the answer
+        would be cut to a fragment that is none of them."""
+        longest = self._action_tokens.get(allowed)
+        if longest is None:
+            with self.lock:  # the tokenizer is not used from two threads at once
+                longest = ActionConstraint.from_texts(self.lm, allowed).longest - 1
+            if len(self._action_tokens) < 1024:
+                self._action_tokens[allowed] = longest
+        if max_tokens < longest:
+            raise InvalidInputError(
+                f"max_tokens {max_tokens} cannot hold the longest allowed completion "
+                f"({longest} tokens); set max_tokens to at least {longest}"
+            )
 
     # --- batching -------------------------------------------------------------------
 

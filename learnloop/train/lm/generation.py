@@ -86,6 +86,8 @@ class ActionConstraint:
             for end in range(len(ids)):
                 self._next.setdefault(ids[:end], set()).add(ids[end])
         self._complete = {tuple(int(t) for t in s) for s in sequences}
+        self.longest = max(len(s) for s in sequences)
+        """Tokens of the longest allowed sequence, its end token included."""
 
     @classmethod
     def from_texts(cls, lm: LanguageModel, texts: Sequence[str]) -> ActionConstraint:

@@ -129,6 +129,13 @@ def test_bad_requests_get_openai_style_errors(
         client.chat.completions.create(model="policy", messages=[])
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="policy", messages=MESSAGES, n=2)
+    with pytest.raises(openai.BadRequestError, match=r"max_tokens 2 cannot hold .* at least 4"):
+        client.chat.completions.create(  # "file_read" is 4 tokens of the tiny tokenizer
+            model="policy",
+            messages=MESSAGES,
+            max_tokens=2,
+            extra_body={"allowed_completions": ["file_read", "web_search"]},
+        )
     status, body = _post(server.base_url[: -len("/v1")] + "/episodes/nope/complete", {"reward": 1})
     assert status == 400 and "not open" in body["error"]["message"]
 
