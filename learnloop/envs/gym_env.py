@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, SupportsFloat
 
@@ -73,23 +73,32 @@ def _splitmix64(x: int) -> tuple[int, int]:
     return x, z ^ (z >> 31)
 
 
-def _seeded_pcg64_state(seed: int) -> dict[str, Any]:
-    """A PCG64 state for ``seed``: 128-bit state and odd increment from SplitMix64.
-
-    Gymnasium's ``np_random(seed)`` goes through ``SeedSequence`` and builds a new
-    generator, ~14 us; setting this state on the env's generator costs ~3 us, and
-    a collector resets every attempt with a seed.
-    """
-    x, a = _splitmix64(seed)
-    x, b = _splitmix64(x)
-    x, c = _splitmix64(x)
-    _, d = _splitmix64(x)
+def _pcg64_state(words: Sequence[int]) -> dict[str, Any]:
+    """A PCG64 state from four 64-bit words: the 128-bit state, then the (odd) increment."""
+    a, b, c, d = words
     return {
         "bit_generator": "PCG64",
         "state": {"state": (a << 64) | b, "inc": ((c << 64) | d) | 1},
         "has_uint32": 0,
         "uinteger": 0,
     }
+
+
+def _seed_words(seed: int) -> list[int]:
+    """Four 64-bit words for ``seed``: SplitMix64 outputs, or SeedSequence's beyond 64 bits.
+
+    Gymnasium's ``np_random(seed)`` goes through ``SeedSequence`` and builds a new
+    generator, ~14 us; SplitMix64 and a state set on the env's generator cost ~3 us,
+    and a collector resets every attempt with a seed. Seeds of more than 64 bits are
+    rare and go through ``SeedSequence``, which hashes every bit (a cheap fold collides).
+    """
+    if seed > _MASK64:
+        return [int(w) for w in np.random.SeedSequence(seed).generate_state(4, np.uint64)]
+    words = []
+    for _ in range(4):
+        seed, word = _splitmix64(seed)
+        words.append(word)
+    return words
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,16 +319,7 @@ class ToolUseEnv(gym.Env[np.ndarray, np.int64]):
         generator = self._np_random
         if generator is None or type(generator.bit_generator) is not np.random.PCG64:
             generator = np.random.Generator(np.random.PCG64())
-        if seed <= _MASK64:
-            state = _seeded_pcg64_state(seed)
-        else:  # rare: SeedSequence hashes every bit (a cheap fold would collide)
-            words = [int(w) for w in np.random.SeedSequence(seed).generate_state(4, np.uint64)]
-            state = _seeded_pcg64_state(0)
-            state["state"] = {
-                "state": (words[0] << 64) | words[1],
-                "inc": ((words[2] << 64) | words[3]) | 1,
-            }
-        generator.bit_generator.state = state
+        generator.bit_generator.state = _pcg64_state(_seed_words(seed))
         self._np_random, self._np_random_seed = generator, seed
 
     def _choose_task(self, options: Mapping[str, Any]) -> Task:
