@@ -66,15 +66,10 @@ def run(args: argparse.Namespace) -> int:
     require_lm()
     import torch
 
-    from learnloop.errors import ConfigError
-    from learnloop.train.lm.endpoint import PolicyServer, PolicyService
+    from learnloop.train.lm.endpoint import PolicyServer, PolicyService, check_batching
     from learnloop.train.lm.model import load_language_model
 
-    if args.max_batch < 1 or not 0 <= args.batch_window_ms <= 1000:
-        raise ConfigError(
-            f"--max-batch must be >= 1 and --batch-window-ms in [0, 1000], got "
-            f"{args.max_batch} and {args.batch_window_ms}"
-        )
+    check_batching(args.max_batch, args.batch_window_ms / 1000)  # before the model loads
     torch.set_num_threads(args.num_threads)
     lm = load_language_model(LMConfig(model=args.model, lora=False))
     store = open_store(args.store)

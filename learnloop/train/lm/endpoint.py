@@ -65,6 +65,7 @@ __all__ = [
     "ChatCompletionRequest",
     "PolicyServer",
     "PolicyService",
+    "check_batching",
     "create_app",
     "episode_traces",
 ]
@@ -110,6 +111,20 @@ class ChatCompletionRequest(BaseModel):
             temperature=self.temperature,
             top_p=self.top_p,
             stop=tuple(s for s in stop if s),
+        )
+
+
+def check_batching(max_batch: int, batch_window_s: float) -> None:
+    """Raise ConfigError unless ``max_batch`` is an int >= 1 and the window lies in [0, 1] s."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigError(
+            f"PolicyService needs max_batch >= 1, an int (serve-policy --max-batch; 1 serves "
+            f"calls one by one), got {max_batch!r}"
+        )
+    if not 0.0 <= batch_window_s <= 1.0:
+        raise ConfigError(
+            f"PolicyService needs 0 <= batch_window_s <= 1, in seconds (serve-policy "
+            f"--batch-window-ms in [0, 1000]), got {batch_window_s!r}"
         )
 
 
@@ -170,17 +185,14 @@ class PolicyService:
         max_batch: int = 16,
         batch_window_s: float = 0.02,
     ) -> None:
-        if not 0.0 <= batch_window_s <= 1.0:
-            raise ConfigError(
-                f"PolicyService needs 0 <= batch_window_s <= 1 (seconds), got {batch_window_s!r}"
-            )
+        check_batching(max_batch, batch_window_s)
         self.lm = lm
         self.recorder = recorder
         self.model_name = model_name or lm.name
         self.default_max_tokens = default_max_tokens
         self.agent_id = agent_id
-        self.max_batch = max_batch
         self.batch_window_s = batch_window_s
+        self.max_batch = max_batch
         self.lock = threading.Lock()
         """Held while the model generates; hold it to update the weights between calls."""
         self.created = int(time.time())
@@ -198,20 +210,13 @@ class PolicyService:
         allowed = tuple(request.allowed_completions) if request.allowed_completions else None
         if allowed:
             self._check_room(allowed, sampling.max_new_tokens)
+        call = _PendingCall(messages, sampling, allowed)
         if request.seed is not None or self.max_batch == 1:
-            generator = torch.Generator()
-            generator.manual_seed(
-                request.seed if request.seed is not None else uuid.uuid4().int % 2**63
-            )
             with self.lock:
-                prompt = self.lm.chat_ids(messages)
-                constraint = ActionConstraint.from_texts(self.lm, allowed) if allowed else None
-                completion = generate(
-                    self.lm, [prompt], sampling, generator=generator, constraint=constraint
-                )[0]
-                self.batch_sizes[1] += 1
+                self._generate_batch([call], seed=request.seed)
+            completion = self._result(call)
         else:
-            completion = self._batched(_PendingCall(messages, sampling, allowed))
+            completion = self._batched(call)
         step_index = None
         if episode_id is not None and self.recorder is not None:
             step_index = self._capture(episode_id, messages, completion)
@@ -241,8 +246,7 @@ class PolicyService:
 
     @max_batch.setter
     def max_batch(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"PolicyService needs max_batch >= 1, got {value!r}")
+        check_batching(value, self.batch_window_s)
         self._max_batch = value
 
     def _batched(self, call: _PendingCall) -> Completion:
@@ -337,13 +341,13 @@ class PolicyService:
         self._pending = [c for c in self._pending if id(c) not in taken]
         return batch
 
-    def _generate_batch(self, batch: list[_PendingCall]) -> None:
+    def _generate_batch(self, batch: list[_PendingCall], *, seed: int | None = None) -> None:
         """Generate ``batch`` as one call of the model (:attr:`lock` held); each call gets
         its completion, or an error: its own (a conversation the tokenizer refuses) or
-        the batch's."""
+        the batch's. ``seed`` seeds sampling (a fresh random seed when None)."""
         sampling, allowed = batch[0].key
         generator = torch.Generator()
-        generator.manual_seed(uuid.uuid4().int % 2**63)
+        generator.manual_seed(seed if seed is not None else uuid.uuid4().int % 2**63)
         prompts: list[list[int]] = []
         ready: list[_PendingCall] = []
         for call in batch:
