@@ -321,7 +321,8 @@ class RLRunner:
         policy = MLPPolicy.from_description(state["policy"])
         policy.load_state_dict(state["learner"]["policy_state"])
         collector = RolloutCollector(
-            make_envs(run_config.env, 8, split="heldout"), seed=run_config.seed
+            make_envs(run_config.env, 8, split="heldout", time_limit=run_config.time_limit),
+            seed=run_config.seed,
         )
         try:
             plan = heldout_plan(collector.envs[0], run_config.eval_episodes, seed=run_config.seed)

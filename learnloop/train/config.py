@@ -207,6 +207,9 @@ class RunConfig:
     """Evaluate on held-out tasks every this many iterations (and at the end)."""
     eval_episodes: int = 20
     """Held-out episodes per evaluation (the suite evaluates each held-out task once)."""
+    time_limit: int | None = None
+    """Cut episodes after this many steps (Gymnasium's TimeLimit; they end as truncated).
+    Unset (None): the environment's own limit, or 1,000 steps for one that has none."""
     keep_best: int = 5
     """Checkpoints kept by evaluation score, besides the latest."""
     resume: bool = False
@@ -237,6 +240,8 @@ class RunConfig:
             eval_episodes=self.eval_episodes,
             num_threads=self.num_threads,
         )
+        if self.time_limit is not None:
+            _check_positive("RunConfig", time_limit=self.time_limit)
         if self.keep_best < 0:
             raise ConfigError(f"RunConfig.keep_best must be >= 0, got {self.keep_best!r}")
         if not self.env:

@@ -573,7 +573,8 @@ class GymEnvFactory:
     split: Literal["train", "heldout"] = "train"
     """Task split of suite environments."""
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    """Extra arguments of ``gymnasium.make``."""
+    """Extra arguments of :func:`~learnloop.train.run.make_envs` (``time_limit``) and
+    ``gymnasium.make``."""
 
     def __call__(self) -> gym.Env[Any, Any]:
         from learnloop.train.run import make_envs
@@ -591,6 +592,7 @@ def make_collector(
     seed: int = 0,
     recorder: EpisodeRecorder | None = None,
     agent_id: str = "learnloop.train",
+    time_limit: int | None = None,
 ) -> RolloutCollector | AttemptCollector:
     """The collector of a run: lockstep (default), per-attempt local, or per-attempt on Ray.
 
@@ -601,9 +603,9 @@ def make_collector(
     if executor == "lockstep":
         from learnloop.train.run import make_envs
 
-        envs = make_envs(env_id, num_envs, split=split)
+        envs = make_envs(env_id, num_envs, split=split, time_limit=time_limit)
         return RolloutCollector(envs, seed=seed, recorder=recorder, agent_id=agent_id)
-    factory = GymEnvFactory(env_id, split)
+    factory = GymEnvFactory(env_id, split, {"time_limit": time_limit})
     record = recorder is not None
     backend: AttemptExecutor
     if executor == "local":

@@ -295,17 +295,27 @@ class TrainingRun:
 # --- building a run from configs -------------------------------------------------------
 
 
+#: Steps after which episodes of an environment without a limit of its own are cut.
+DEFAULT_TIME_LIMIT = 1000
+#: Environment ids already warned about having no limit (once per process).
+_UNLIMITED_WARNED: set[str] = set()
+
+
 def make_envs(
     env_id: str,
     num_envs: int,
     *,
     split: Literal["train", "heldout"] = "train",
+    time_limit: int | None = None,
     **kwargs: Any,
 ) -> list[gym.Env[Any, Any]]:
     """``num_envs`` environments of ``env_id``; suite environments share one suite.
 
     ``split="heldout"`` selects the suite's held-out tasks; other environments
-    have no split (held-out episodes use disjoint seeds instead).
+    have no split (held-out episodes use disjoint seeds instead). ``time_limit``
+    cuts episodes after that many steps (Gymnasium's ``TimeLimit``); None keeps the
+    environment's own limit, or :data:`DEFAULT_TIME_LIMIT` for one that has none,
+    since an episode that never ends would stall training and evaluation.
     """
     import learnloop.envs  # registers the suite's ids with Gymnasium
 
@@ -319,7 +329,22 @@ def make_envs(
             f"unknown Gymnasium environment {env_id!r}{hint}; use a registered id such as "
             f"CartPole-v1 or {learnloop.envs.ENV_ID}"
         )
-    options: dict[str, Any] = {"split": split} if _is_suite(env_id) else {}
+    if time_limit is not None and (isinstance(time_limit, bool) or time_limit < 1):
+        raise ConfigError(f"time_limit must be an int >= 1 or None, got {time_limit!r}")
+    suite = _is_suite(env_id)  # its episodes end after at most MAX_SUBTASKS steps
+    if time_limit is None and not suite and gym.spec(env_id).max_episode_steps is None:
+        time_limit = DEFAULT_TIME_LIMIT
+        if env_id not in _UNLIMITED_WARNED:
+            _UNLIMITED_WARNED.add(env_id)
+            logger.warning(
+                "%s has no time limit of its own; its episodes are cut at %d steps "
+                "(set another with --time-limit)",
+                env_id,
+                time_limit,
+            )
+    options: dict[str, Any] = {"split": split} if suite else {}
+    if time_limit is not None:
+        options["max_episode_steps"] = time_limit
     first = gym.make(env_id, **options, **kwargs)
     if not isinstance(first.action_space, gym.spaces.Discrete):
         raise ConfigError(
@@ -328,12 +353,15 @@ def make_envs(
         )
     inner = first.unwrapped
     if isinstance(inner, learnloop.envs.ToolUseEnv):
-        rest = [
+        envs: list[gym.Env[Any, Any]] = [inner]
+        envs += [
             learnloop.envs.ToolUseEnv(inner.suite, split, config=inner.config)
             for _ in range(num_envs - 1)
         ]
-        return [inner, *rest]
-    return [first, *(gym.make(env_id, **kwargs) for _ in range(num_envs - 1))]
+        if time_limit is None:
+            return envs
+        return [gym.wrappers.TimeLimit(env, time_limit) for env in envs]
+    return [first, *(gym.make(env_id, **options, **kwargs) for _ in range(num_envs - 1))]
 
 
 def _is_suite(env_id: str) -> bool:
@@ -371,7 +399,9 @@ def train(
     seed = run_config.seed
     if run_config.executor == "lockstep":
         collector: Any = RolloutCollector(
-            make_envs(run_config.env, num_envs), seed=seed, recorder=recorder
+            make_envs(run_config.env, num_envs, time_limit=run_config.time_limit),
+            seed=seed,
+            recorder=recorder,
         )
     elif algorithm == "ppo":
         raise ConfigError(
@@ -389,6 +419,7 @@ def train(
             ray=RayConfig(connection=RayConnection(address=run_config.ray_address)),
             seed=seed,
             recorder=recorder,
+            time_limit=run_config.time_limit,
         )
     policy = MLPPolicy(
         collector.encoder.dim,
@@ -409,7 +440,10 @@ def train(
             task_sampler=suite_task_sampler(collector.envs[0]),
             seed=seed,
         )
-    eval_collector = RolloutCollector(make_envs(run_config.env, 8, split="heldout"), seed=seed)
+    eval_collector = RolloutCollector(
+        make_envs(run_config.env, 8, split="heldout", time_limit=run_config.time_limit),
+        seed=seed,
+    )
     plan = heldout_plan(eval_collector.envs[0], run_config.eval_episodes, seed=seed)
 
     def evaluator(candidate: Any) -> EvalResult:

@@ -110,3 +110,26 @@ def test_help_lists_config_docstrings(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "--group-size" in out and "Attempts G at the same task" in out
     assert "--kl-coef" in out and "--resume" in out
+
+
+def test_time_limit_cuts_episodes_of_an_environment_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # CliffWalking has no limit of its own: an untrained greedy policy that walks into
+    # a wall never ends its episode; the run cuts it at --time-limit steps.
+    args = ["train", "ppo", "--env", "CliffWalking-v1", "--iterations", "2", "--num-envs", "2"]
+    args += ["--num-steps", "40", "--eval-episodes", "2", "--time-limit", "25"]
+    assert main([*args, "--output-dir", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["return_last100"] is not None  # training episodes ended (at 25 steps)
+    assert summary["heldout"]["avg_reward"] >= -25 * 100  # at most 25 steps of at worst -100
+    assert (
+        json.loads((tmp_path / "summary.json").read_text())["settings"]["run"]["time_limit"] == 25
+    )
+    assert "no time limit" not in caplog.text  # the user chose one
+
+
+def test_time_limit_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "ppo", "--env", "CartPole-v1", "--time-limit", "0"]
+    assert main([*args, "--output-dir", str(tmp_path)]) == 2
+    assert "time_limit must be > 0, got 0" in capsys.readouterr().err
