@@ -27,6 +27,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import json
 import textwrap
 import types
 import typing
@@ -83,6 +84,21 @@ def _scalar(kind: Any, optional: bool) -> Any:
     return parse
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"key\": 1}}', got {text!r} ({exc.msg})"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
+    return value
+
+
+_json_object.__name__ = "JSON object"
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
@@ -98,6 +114,8 @@ def add_config_flags(
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
         help_text = f"{docs.get(field.name, '')} (default: {default})".strip()
         dest = f"{prefix}.{field.name}"
         kind, optional = _optional(hints[field.name])
@@ -110,6 +128,8 @@ def add_config_flags(
         elif origin is tuple:
             item = typing.get_args(kind)[0]
             parser.add_argument(flag, nargs="+", type=item, metavar=item.__name__.upper(), **common)
+        elif origin is dict:
+            parser.add_argument(flag, type=_json_object, metavar="JSON", **common)
         elif kind in (int, float, str):
             parser.add_argument(
                 flag, type=_scalar(kind, optional), metavar=kind.__name__.upper(), **common

@@ -321,7 +321,13 @@ class RLRunner:
         policy = MLPPolicy.from_description(state["policy"])
         policy.load_state_dict(state["learner"]["policy_state"])
         collector = RolloutCollector(
-            make_envs(run_config.env, 8, split="heldout", time_limit=run_config.time_limit),
+            make_envs(
+                run_config.env,
+                8,
+                split="heldout",
+                time_limit=run_config.time_limit,
+                **run_config.env_kwargs,
+            ),
             seed=run_config.seed,
         )
         try:

@@ -11,9 +11,10 @@ flags from them at once: every field's one-line docstring is its ``--help`` text
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from learnloop.errors import ConfigError
 
@@ -195,6 +196,8 @@ class RunConfig:
 
     env: str = "learnloop/ToolUse-v0"
     """Gymnasium environment id with a discrete action space (default: the built-in suite)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of gymnasium.make, as JSON, e.g. '{"map_name": "8x8"}'."""
     iterations: int = 100
     """Training iterations (one rollout and one update each)."""
     output_dir: str = "runs/rl"
@@ -240,12 +243,43 @@ class RunConfig:
             eval_episodes=self.eval_episodes,
             num_threads=self.num_threads,
         )
-        if self.time_limit is not None:
-            _check_positive("RunConfig", time_limit=self.time_limit)
+        limit = self.time_limit
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise ConfigError(
+                f"RunConfig.time_limit must be an int >= 1 (steps) or unset, got {limit!r}"
+            )
+        _check_env_kwargs(self.env_kwargs)
         if self.keep_best < 0:
             raise ConfigError(f"RunConfig.keep_best must be >= 0, got {self.keep_best!r}")
         if not self.env:
             raise ConfigError("RunConfig.env is empty; pass a Gymnasium id such as CartPole-v1")
+
+
+#: make_envs arguments that env_kwargs may not set (they have flags of their own).
+_RESERVED_ENV_KWARGS = ("split", "time_limit", "max_episode_steps")
+
+
+def _check_env_kwargs(kwargs: Any) -> None:
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        raise ConfigError(
+            f"RunConfig.env_kwargs must be an object of gymnasium.make arguments, got "
+            f'{kwargs!r:.80}; e.g. {{"map_name": "8x8"}}'
+        )
+    reserved = sorted(set(kwargs) & set(_RESERVED_ENV_KWARGS))
+    if reserved:
+        raise ConfigError(
+            f"RunConfig.env_kwargs may not set {reserved}: use --time-limit for the episode "
+            "length; the run chooses the suite's split"
+        )
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"RunConfig.env_kwargs must hold JSON values (they are saved with the run), "
+            f"got {kwargs!r:.80}: {exc}"
+        ) from None
 
 
 def linear_schedule(start: float, iteration: int, num_iterations: int) -> float:

@@ -593,6 +593,7 @@ def make_collector(
     recorder: EpisodeRecorder | None = None,
     agent_id: str = "learnloop.train",
     time_limit: int | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> RolloutCollector | AttemptCollector:
     """The collector of a run: lockstep (default), per-attempt local, or per-attempt on Ray.
 
@@ -603,9 +604,11 @@ def make_collector(
     if executor == "lockstep":
         from learnloop.train.run import make_envs
 
-        envs = make_envs(env_id, num_envs, split=split, time_limit=time_limit)
+        envs = make_envs(
+            env_id, num_envs, split=split, time_limit=time_limit, **dict(env_kwargs or {})
+        )
         return RolloutCollector(envs, seed=seed, recorder=recorder, agent_id=agent_id)
-    factory = GymEnvFactory(env_id, split, {"time_limit": time_limit})
+    factory = GymEnvFactory(env_id, split, {"time_limit": time_limit, **dict(env_kwargs or {})})
     record = recorder is not None
     backend: AttemptExecutor
     if executor == "local":

@@ -345,7 +345,12 @@ def make_envs(
     options: dict[str, Any] = {"split": split} if suite else {}
     if time_limit is not None:
         options["max_episode_steps"] = time_limit
-    first = gym.make(env_id, **options, **kwargs)
+    try:
+        first = gym.make(env_id, **options, **kwargs)
+    except TypeError as exc:  # an argument the environment does not take
+        raise ConfigError(
+            f"{env_id} does not take the arguments {kwargs!r} ({exc}); fix --env-kwargs"
+        ) from None
     if not isinstance(first.action_space, gym.spaces.Discrete):
         raise ConfigError(
             f"{env_id} has action space {first.action_space}; only Discrete action spaces "
@@ -399,7 +404,12 @@ def train(
     seed = run_config.seed
     if run_config.executor == "lockstep":
         collector: Any = RolloutCollector(
-            make_envs(run_config.env, num_envs, time_limit=run_config.time_limit),
+            make_envs(
+                run_config.env,
+                num_envs,
+                time_limit=run_config.time_limit,
+                **run_config.env_kwargs,
+            ),
             seed=seed,
             recorder=recorder,
         )
@@ -420,6 +430,7 @@ def train(
             seed=seed,
             recorder=recorder,
             time_limit=run_config.time_limit,
+            env_kwargs=run_config.env_kwargs,
         )
     policy = MLPPolicy(
         collector.encoder.dim,
@@ -441,7 +452,13 @@ def train(
             seed=seed,
         )
     eval_collector = RolloutCollector(
-        make_envs(run_config.env, 8, split="heldout", time_limit=run_config.time_limit),
+        make_envs(
+            run_config.env,
+            8,
+            split="heldout",
+            time_limit=run_config.time_limit,
+            **run_config.env_kwargs,
+        ),
         seed=seed,
     )
     plan = heldout_plan(eval_collector.envs[0], run_config.eval_episodes, seed=seed)

@@ -132,4 +132,37 @@ def test_time_limit_cuts_episodes_of_an_environment_without_one(
 def test_time_limit_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "ppo", "--env", "CartPole-v1", "--time-limit", "0"]
     assert main([*args, "--output-dir", str(tmp_path)]) == 2
-    assert "time_limit must be > 0, got 0" in capsys.readouterr().err
+    assert "time_limit must be an int >= 1 (steps) or unset, got 0" in capsys.readouterr().err
+
+
+def test_env_kwargs_reach_gymnasium_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "ppo", "--env", "FrozenLake-v1", "--iterations", "1", "--num-envs", "2"]
+    args += ["--num-steps", "8", "--eval-episodes", "2", "--output-dir", str(tmp_path)]
+    assert main([*args, "--env-kwargs", '{"map_name": "8x8", "is_slippery": false}']) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["settings"]["run"]["env_kwargs"] == {"map_name": "8x8", "is_slippery": False}
+    import torch
+
+    checkpoint = sorted((tmp_path / "checkpoints").glob("*.pt"))[-1]
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["policy"]["obs_dim"] == 64  # one-hot of the 8x8 map's cells, not 4x4's 16
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[1]", "expected a JSON object {...}, got '[1]'"),
+        ("{map_name: 8x8}", "expected a JSON object such as"),
+        ('{"max_episode_steps": 5}', "may not set ['max_episode_steps']: use --time-limit"),
+        ('{"slippery": false}', "FrozenLake-v1 does not take the arguments {'slippery': False}"),
+    ],
+)
+def test_bad_env_kwargs_name_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    args = ["train", "ppo", "--env", "FrozenLake-v1", "--env-kwargs", value]
+    assert main([*args, "--output-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()

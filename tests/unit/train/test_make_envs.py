@@ -69,3 +69,17 @@ def test_suite_environments_keep_no_limit_unless_asked(caplog: pytest.LogCapture
 def test_bad_time_limits_are_refused(bad: object) -> None:
     with pytest.raises(ConfigError, match="time_limit must be an int >= 1 or None"):
         make_envs("CartPole-v1", 1, time_limit=bad)  # type: ignore[arg-type]
+
+
+def test_run_config_checks_env_kwargs_and_time_limit() -> None:
+    from learnloop.train.config import RunConfig
+
+    assert RunConfig(env_kwargs={"map_name": "8x8"}).env_kwargs == {"map_name": "8x8"}
+    with pytest.raises(ConfigError, match="may not set \\['split'\\]"):
+        RunConfig(env_kwargs={"split": "heldout"})
+    with pytest.raises(ConfigError, match="must hold JSON values"):
+        RunConfig(env_kwargs={"f": object()})
+    with pytest.raises(ConfigError, match=r"must be an object of gymnasium\.make arguments"):
+        RunConfig(env_kwargs=[("a", 1)])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="time_limit must be an int >= 1"):
+        RunConfig(time_limit="100")  # type: ignore[arg-type]  # a job's JSON config, say
