@@ -63,6 +63,7 @@ from learnloop.train.rollout import (
     ObservationEncoder,
     RolloutBatch,
     RolloutCollector,
+    _Ticks,
 )
 
 __all__ = [
@@ -289,19 +290,8 @@ def merge_attempts(
         )
     n = len(ordered)
     t = max((len(r.actions) for r in ordered), default=0)
-    batch = RolloutBatch(
-        obs=np.zeros((t, n, obs_dim), np.float32),
-        actions=np.zeros((t, n), np.int64),
-        log_probs=np.zeros((t, n), np.float32),
-        values=np.zeros((t, n), np.float32),
-        rewards=np.zeros((t, n), np.float64),
-        dones=np.zeros((t, n), np.float64),
-        terminated=np.zeros((t, n), np.float64),
-        truncated_values=np.zeros((t, n), np.float64),
-        action_masks=np.ones((t, n, num_actions), np.int8),
-        valid=np.zeros((t, n), bool),
-        last_values=np.zeros(n, np.float32),
-        episodes=[r.summary for r in ordered],
+    batch = _Ticks(t, n, obs_dim, num_actions, all_valid=False).to_batch(
+        t, [r.summary for r in ordered]
     )
     for i, r in enumerate(ordered):
         steps = len(r.actions)
