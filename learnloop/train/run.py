@@ -351,6 +351,11 @@ def make_envs(
         raise ConfigError(
             f"{env_id} does not take the arguments {kwargs!r} ({exc}); fix --env-kwargs"
         ) from None
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:  # e.g. Box2D, ALE
+        raise ConfigError(
+            f"{env_id} needs a package that is not installed here: {exc}; install it in "
+            "this environment and run again"
+        ) from None
     if not isinstance(first.action_space, gym.spaces.Discrete):
         raise ConfigError(
             f"{env_id} has action space {first.action_space}; only Discrete action spaces "

@@ -163,6 +163,23 @@ def test_bad_env_kwargs_name_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
 ) -> None:
     args = ["train", "ppo", "--env", "FrozenLake-v1", "--env-kwargs", value]
-    assert main([*args, "--output-dir", str(tmp_path)]) == 2
+    assert main([*args, "--output-dir", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "run").exists()  # refused before the folder and its store exist
+
+
+def test_an_environment_whose_package_is_missing_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gymnasium
+
+    gymnasium.register("learnloop-test/NeedsAPackage-v0", entry_point="no_such_package_xyz:Env")
+    try:
+        args = ["train", "grpo", "--env", "learnloop-test/NeedsAPackage-v0"]
+        assert main([*args, "--output-dir", str(tmp_path / "run")]) == 2
+    finally:
+        del gymnasium.registry["learnloop-test/NeedsAPackage-v0"]
+    error = capsys.readouterr().err
+    assert "needs a package that is not installed here" in error
+    assert "no_such_package_xyz" in error and "Traceback" not in error
+    assert not (tmp_path / "run").exists()
