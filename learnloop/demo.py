@@ -23,6 +23,7 @@ missing are skipped with a message naming the extra to install.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +259,7 @@ def _rl_stage(state: _DemoState) -> None:
     from learnloop.train import PPOConfig, RunConfig, train
 
     output = config.output_dir / "rl"
+    shutil.rmtree(output / "checkpoints", ignore_errors=True)  # the demo starts over each time
     with Recorder(state.store) as recorder:
         result = train(
             "ppo",

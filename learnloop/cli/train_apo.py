@@ -179,8 +179,16 @@ def run_all(args: argparse.Namespace) -> int:
     import os
 
     from learnloop.cli.main import main
+    from learnloop.errors import ConfigError
+    from learnloop.train.checkpoints import CheckpointManager
 
     root = args.output_dir
+    rl_checkpoints = os.path.join(root, "rl", "checkpoints")
+    if CheckpointManager.found_in(rl_checkpoints):  # refused now, not after the apo stage
+        raise ConfigError(
+            f"{rl_checkpoints} holds checkpoints of an earlier run; train into another "
+            "--output-dir (or delete that folder) to start over"
+        )
     args.output_dir = os.path.join(root, "apo")
     code = run(args)
     if code != 0:

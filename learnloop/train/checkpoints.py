@@ -104,6 +104,11 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.keep_best = keep_best
 
+    @staticmethod
+    def found_in(directory: str | os.PathLike[str]) -> bool:
+        """Whether ``directory`` holds checkpoint manifests (without creating it)."""
+        return any(Path(directory).glob("ckpt-*.json"))
+
     def _paths(self, iteration: int) -> tuple[Path, Path]:
         stem = self.directory / f"ckpt-{iteration:06d}"
         return stem.with_suffix(".pt"), stem.with_suffix(".json")

@@ -161,6 +161,34 @@ class TrainingRun:
             "python_rng": random.getstate(),
         }
 
+    def _check_resumable(self, state: Mapping[str, Any], path: Path) -> None:
+        """Refuse a checkpoint of another algorithm, environment or policy shape."""
+        theirs = _flatten(
+            {
+                "algorithm": state.get("algorithm"),
+                "env": state.get("settings", {}).get("run", {}).get("env", self.config.env),
+                "policy": state.get("policy"),
+            }
+        )
+        ours = _flatten(
+            {
+                "algorithm": self.algorithm,
+                "env": self.config.env,
+                "policy": self.learner.policy.describe(),
+            }
+        )
+        differ = [
+            key for key in sorted(theirs.keys() | ours.keys()) if theirs.get(key) != ours.get(key)
+        ]
+        if differ:
+            details = ", ".join(
+                f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here" for key in differ
+            )
+            raise ConfigError(
+                f"cannot resume from {path}: it comes from another run ({details}); resume "
+                "with that run's settings, or train into another --output-dir"
+            )
+
     def _write_metrics(self, history: list[dict[str, Any]]) -> None:
         lines = "".join(json.dumps(_clean(row)) + "\n" for row in history)
         (self.output_dir / "metrics.jsonl").write_text(lines)
@@ -182,6 +210,13 @@ class TrainingRun:
         history: list[dict[str, Any]] = []
         evaluations: list[dict[str, Any]] = []
         start, resumed_from = 0, None
+        earlier = [] if config.resume else self.checkpoints.list()
+        if earlier:  # starting over here would mix this run's checkpoints with those
+            raise ConfigError(
+                f"{self.output_dir} holds checkpoints of an earlier run (up to iteration "
+                f"{earlier[-1].iteration}); pass --resume to continue it, or train into another "
+                f"--output-dir (or delete {self.checkpoints.directory}) to start over"
+            )
         if config.resume:
             latest = self.checkpoints.load_latest()
             if latest is None:
@@ -190,6 +225,7 @@ class TrainingRun:
                 )
             else:
                 state, info = latest
+                self._check_resumable(state, info.path)
                 self.learner.load_state_dict(state["learner"])
                 history, evaluations = list(state["history"]), list(state["evaluations"])
                 torch.set_rng_state(state["torch_rng"])
@@ -372,6 +408,16 @@ def make_envs(
             return envs
         return [gym.wrappers.TimeLimit(env, time_limit) for env in envs]
     return [first, *(gym.make(env_id, **options, **kwargs) for _ in range(num_envs - 1))]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as {"a.b": leaf}; lists and tuples compare as lists."""
+    if isinstance(value, Mapping):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): list(value) if isinstance(value, (list, tuple)) else value}
 
 
 def _is_suite(env_id: str) -> bool:

@@ -183,3 +183,58 @@ def test_an_environment_whose_package_is_missing_names_it(
     assert "needs a package that is not installed here" in error
     assert "no_such_package_xyz" in error and "Traceback" not in error
     assert not (tmp_path / "run").exists()
+
+
+def _cartpole(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "ppo",
+        "--iterations",
+        "2",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "16",
+        "--eval-episodes",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+        "--env",
+        "CartPole-v1",
+        *extra,
+    ]
+
+
+def test_a_folder_with_checkpoints_needs_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_cartpole(tmp_path)) == 0
+    checkpoints = sorted((tmp_path / "checkpoints").iterdir())
+    before = {path.name: path.stat().st_mtime_ns for path in checkpoints}
+    capsys.readouterr()
+    assert main(_cartpole(tmp_path)) == 2
+    error = capsys.readouterr().err
+    assert "holds checkpoints of an earlier run (up to iteration 2)" in error
+    assert "pass --resume to continue it" in error
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+    assert after == before  # nothing of the earlier run was overwritten
+
+
+@pytest.mark.parametrize(
+    ("extra", "difference"),
+    [
+        (["--env", "Acrobot-v1"], "env 'CartPole-v1' there, 'Acrobot-v1' here"),
+        (["--hidden-sizes", "32"], "policy.config.hidden_sizes [64, 64] there, [32] here"),
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_another_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], difference: str
+) -> None:
+    assert main(_cartpole(tmp_path)) == 0
+    capsys.readouterr()
+    assert main(_cartpole(tmp_path, "--iterations", "4", "--resume", *extra)) == 2
+    error = capsys.readouterr().err
+    assert "cannot resume from" in error and difference in error
+    assert "Traceback" not in error
