@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from learnloop.train.config import GRPOConfig, PolicyConfig, PPOConfig, RunConfig
 
     require_torch()
-    from learnloop.train.run import make_envs, train
+    from learnloop.train.run import make_envs, refuse_earlier_run, train
 
     algorithm = args.rl_algorithm
     if getattr(args, "policy", "mlp") == "lm":
@@ -109,12 +109,13 @@ def run(args: argparse.Namespace) -> int:
     algo_cls = PPOConfig if algorithm == "ppo" else GRPOConfig
     algo_config = config_from_args(algo_cls, args, prefix="algo")
     policy_config: PolicyConfig = config_from_args(PolicyConfig, args, prefix="policy")
-    # A wrong id, argument or missing package fails here, before the output folder
-    # and its episode store exist.
+    # A wrong id, argument or missing package, or a folder holding another run, fails
+    # here, before the output folder and its episode store are created or touched.
     for env in make_envs(
         run_config.env, 1, time_limit=run_config.time_limit, **run_config.env_kwargs
     ):
         env.close()
+    refuse_earlier_run(run_config)
     os.makedirs(run_config.output_dir, exist_ok=True)
 
     recorder = store = None

@@ -210,13 +210,7 @@ class TrainingRun:
         history: list[dict[str, Any]] = []
         evaluations: list[dict[str, Any]] = []
         start, resumed_from = 0, None
-        earlier = [] if config.resume else self.checkpoints.list()
-        if earlier:  # starting over here would mix this run's checkpoints with those
-            raise ConfigError(
-                f"{self.output_dir} holds checkpoints of an earlier run (up to iteration "
-                f"{earlier[-1].iteration}); pass --resume to continue it, or train into another "
-                f"--output-dir (or delete {self.checkpoints.directory}) to start over"
-            )
+        refuse_earlier_run(config)
         if config.resume:
             latest = self.checkpoints.load_latest()
             if latest is None:
@@ -326,6 +320,23 @@ class TrainingRun:
             except ImportError as exc:
                 logger.warning("no plot: %s", exc)
         return result
+
+
+def refuse_earlier_run(config: RunConfig) -> None:
+    """Raise ConfigError if ``config.output_dir`` holds checkpoints and resume is off.
+
+    Starting over there would mix the new run's checkpoints with the earlier
+    run's, and a later ``--resume`` could pick up either.
+    """
+    directory = Path(config.output_dir) / "checkpoints"
+    if config.resume or not CheckpointManager.found_in(directory):
+        return
+    earlier = CheckpointManager(directory).list()
+    upto = f" (up to iteration {earlier[-1].iteration})" if earlier else ""
+    raise ConfigError(
+        f"{config.output_dir} holds checkpoints of an earlier run{upto}; pass --resume to "
+        f"continue it, or train into another --output-dir (or delete {directory}) to start over"
+    )
 
 
 # --- building a run from configs -------------------------------------------------------

@@ -42,7 +42,7 @@ from learnloop.train.lm.grpo_lm import (
 )
 from learnloop.train.lm.model import load_language_model
 from learnloop.train.policies import RandomPolicy
-from learnloop.train.run import RunResult, TrainingRun
+from learnloop.train.run import RunResult, TrainingRun, refuse_earlier_run
 
 __all__ = ["LMRunResult", "random_tool_baseline", "train_lm"]
 
@@ -157,6 +157,7 @@ def train_lm(
             f"language-model policies train on the built-in suite, got env {run_config.env!r}; "
             "drop --env or pass learnloop/ToolUse-v0"
         )
+    refuse_earlier_run(run_config)  # before minutes of loading, warm-start and evaluation
     torch.set_num_threads(run_config.num_threads)
     torch.manual_seed(run_config.seed)
     suite = suite if suite is not None else ToolUseSuite(SuiteConfig(seed=run_config.seed))

@@ -84,3 +84,18 @@ def test_policy_lm_rejects_other_environments(tmp_path: Path) -> None:
         ]
     )
     assert code == 2
+
+
+def test_policy_lm_refuses_a_folder_of_an_earlier_run_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-000010.json").write_text("{}")  # an earlier run's
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the folder was checked")
+
+    monkeypatch.setattr("learnloop.train.lm.run.load_language_model", no_model)
+    args = ["train", "grpo", "--policy", "lm", "--model", "tiny", "--output-dir", str(tmp_path)]
+    assert main([*args, "--no-progress"]) == 2
+    assert "holds checkpoints of an earlier run" in capsys.readouterr().err
