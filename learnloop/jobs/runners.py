@@ -224,7 +224,10 @@ class RLRunner:
         return run, algo, policy
 
     def prepare(self, config: Mapping[str, Any]) -> PreparedJob:
+        from learnloop.train.config import check_env_id
+
         run, algo, policy = self._configs(config)
+        check_env_id(run.env)  # a mistyped id is refused now, not when the job runs
         register_as = _register_as(config, f"{self.algorithm}-policy")
         per_iteration = algo.num_envs if self.algorithm == "ppo" else algo.num_attempts
         normalized = {

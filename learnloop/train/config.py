@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from learnloop.errors import ConfigError
 
-__all__ = ["GRPOConfig", "PPOConfig", "PolicyConfig", "RunConfig"]
+__all__ = ["GRPOConfig", "PPOConfig", "PolicyConfig", "RunConfig", "check_env_id"]
 
 
 def _check_positive(owner: str, **values: float) -> None:
@@ -280,6 +280,29 @@ def _check_env_kwargs(kwargs: Any) -> None:
             f"RunConfig.env_kwargs must hold JSON values (they are saved with the run), "
             f"got {kwargs!r:.80}: {exc}"
         ) from None
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise ConfigError unless ``env_id`` is a registered Gymnasium id (suite ids included).
+
+    Checks the registry only (cheap, no torch, builds nothing), so a job server can
+    refuse a mistyped id when the job is submitted rather than when it runs.
+    """
+    import gymnasium as gym
+
+    import learnloop.envs  # registers the suite's ids with Gymnasium
+
+    if env_id in gym.registry:
+        return
+    try:  # Gymnasium knows the near misses: "v3 is deprecated, use Taxi-v4", typos
+        gym.spec(env_id)
+        hint = ""
+    except gym.error.Error as exc:
+        hint = f" ({exc})"
+    raise ConfigError(
+        f"unknown Gymnasium environment {env_id!r}{hint}; use a registered id such as "
+        f"CartPole-v1 or {learnloop.envs.ENV_ID}"
+    )
 
 
 def linear_schedule(start: float, iteration: int, num_iterations: int) -> float:

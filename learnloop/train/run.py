@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
 
 from learnloop.errors import ConfigError
 from learnloop.train.checkpoints import CheckpointManager
-from learnloop.train.config import GRPOConfig, PolicyConfig, PPOConfig, RunConfig
+from learnloop.train.config import GRPOConfig, PolicyConfig, PPOConfig, RunConfig, check_env_id
 from learnloop.train.evaluation import EvalResult, evaluate_policy, heldout_plan, plot_curves
 from learnloop.train.grpo import GRPO, suite_task_sampler
 from learnloop.train.policies import MLPPolicy, RandomPolicy
@@ -366,16 +366,7 @@ def make_envs(
     """
     import learnloop.envs  # registers the suite's ids with Gymnasium
 
-    if env_id not in gym.registry:
-        try:  # Gymnasium knows the near misses: "v3 is deprecated, use Taxi-v4", typos
-            gym.spec(env_id)
-            hint = ""
-        except gym.error.Error as exc:
-            hint = f" ({exc})"
-        raise ConfigError(
-            f"unknown Gymnasium environment {env_id!r}{hint}; use a registered id such as "
-            f"CartPole-v1 or {learnloop.envs.ENV_ID}"
-        )
+    check_env_id(env_id)
     if time_limit is not None and (isinstance(time_limit, bool) or time_limit < 1):
         raise ConfigError(f"time_limit must be an int >= 1 or None, got {time_limit!r}")
     suite = _is_suite(env_id)  # its episodes end after at most MAX_SUBTASKS steps

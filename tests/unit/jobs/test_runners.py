@@ -39,6 +39,14 @@ def test_rl_prepare_normalizes_and_estimates() -> None:
         RLRunner("ppo").prepare({"ppo": {}})
     with pytest.raises(ConfigError, match=r"config.algo: GRPOConfig.group_size must be >= 2"):
         RLRunner("grpo").prepare({"algo": {"group_size": 1}})
+    # refused when submitted, not when the job runs; the environment is not built
+    with pytest.raises(ConfigError, match=r"unknown Gymnasium environment 'CartPol-v1'"):
+        RLRunner("ppo").prepare({"run": {"env": "CartPol-v1"}})
+    prepared = RLRunner("ppo").prepare(
+        {"run": {"env": "FrozenLake-v1", "env_kwargs": {"map_name": "8x8"}, "time_limit": 50}}
+    )
+    assert prepared.config["run"]["env_kwargs"] == {"map_name": "8x8"}
+    assert prepared.config["run"]["time_limit"] == 50
 
 
 def test_bandit_prepare() -> None:
