@@ -167,6 +167,7 @@ class TrainingRun:
             {
                 "algorithm": state.get("algorithm"),
                 "env": state.get("settings", {}).get("run", {}).get("env", self.config.env),
+                "env_kwargs": state.get("settings", {}).get("run", {}).get("env_kwargs", {}),
                 "policy": state.get("policy"),
             }
         )
@@ -174,11 +175,14 @@ class TrainingRun:
             {
                 "algorithm": self.algorithm,
                 "env": self.config.env,
+                "env_kwargs": self.config.env_kwargs,
                 "policy": self.learner.policy.describe(),
             }
         )
         differ = [
-            key for key in sorted(theirs.keys() | ours.keys()) if theirs.get(key) != ours.get(key)
+            key
+            for key in sorted(theirs.keys() | ours.keys())
+            if theirs.get(key) != ours.get(key) and key not in _RUNTIME_POLICY_KEYS
         ]
         if differ:
             details = ", ".join(
@@ -410,6 +414,12 @@ def make_envs(
             return envs
         return [gym.wrappers.TimeLimit(env, time_limit) for env in envs]
     return [first, *(gym.make(env_id, **options, **kwargs) for _ in range(num_envs - 1))]
+
+
+#: Policy settings a resumed run may change: where and how it runs, not what it learns.
+_RUNTIME_POLICY_KEYS = frozenset(
+    f"policy.config.{name}" for name in ("device", "dtype", "gradient_checkpointing", "seed")
+)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

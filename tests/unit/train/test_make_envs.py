@@ -83,3 +83,32 @@ def test_run_config_checks_env_kwargs_and_time_limit() -> None:
         RunConfig(env_kwargs=[("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="time_limit must be an int >= 1"):
         RunConfig(time_limit="100")  # type: ignore[arg-type]  # a job's JSON config, say
+
+
+def test_resume_check_names_what_differs_and_ignores_where_it_runs(tmp_path: object) -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from learnloop.train.config import RunConfig
+    from learnloop.train.run import TrainingRun
+
+    described = {"kind": "lm", "model": "tiny", "config": {"device": "cpu", "lora_rank": 16}}
+    learner = SimpleNamespace(policy=SimpleNamespace(describe=lambda: described))
+    config = RunConfig(
+        env="FrozenLake-v1", env_kwargs={"map_name": "8x8"}, output_dir=str(tmp_path)
+    )
+    run = TrainingRun(learner, config, algorithm="grpo")  # type: ignore[arg-type]
+    saved = {"device": "cuda", "lora_rank": 16}  # another device: the same policy
+    state = {
+        "algorithm": "grpo",
+        "settings": {"run": {"env": "FrozenLake-v1", "env_kwargs": {"map_name": "8x8"}}},
+        "policy": {**described, "config": saved},
+    }
+    run._check_resumable(state, Path("ckpt"))
+    state["policy"] = {**described, "config": {**saved, "lora_rank": 8}}
+    state["settings"]["run"]["env_kwargs"] = {"map_name": "4x4"}
+    with pytest.raises(ConfigError) as caught:
+        run._check_resumable(state, Path("ckpt"))
+    assert "env_kwargs.map_name '4x4' there, '8x8' here" in str(caught.value)
+    assert "policy.config.lora_rank 8 there, 16 here" in str(caught.value)
+    assert "device" not in str(caught.value)
