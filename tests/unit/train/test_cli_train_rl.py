@@ -12,29 +12,29 @@ pytest.importorskip("torch")
 from learnloop.cli.main import main
 
 
+def _cartpole(tmp_path: Path, *extra: str) -> list[str]:
+    """``train ppo`` on CartPole, small: 2 iterations of 2 environments x 16 steps."""
+    return [
+        "train",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--iterations",
+        "2",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "16",
+        "--eval-episodes",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+        *extra,
+    ]
+
+
 def test_ppo_on_cartpole_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        [
-            "train",
-            "ppo",
-            "--env",
-            "CartPole-v1",
-            "--iterations",
-            "2",
-            "--num-envs",
-            "2",
-            "--num-steps",
-            "16",
-            "--eval-episodes",
-            "2",
-            "--output-dir",
-            str(tmp_path),
-            "--hidden-sizes",
-            "16",
-            "16",
-            "--json",
-        ]
-    )
+    code = main(_cartpole(tmp_path, "--hidden-sizes", "16", "16", "--json"))
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["algorithm"] == "ppo" and summary["env_steps"] == 64
@@ -185,36 +185,14 @@ def test_an_environment_whose_package_is_missing_names_it(
     assert not (tmp_path / "run").exists()
 
 
-def _cartpole(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "ppo",
-        "--iterations",
-        "2",
-        "--num-envs",
-        "2",
-        "--num-steps",
-        "16",
-        "--eval-episodes",
-        "2",
-        "--checkpoint-every",
-        "1",
-        "--output-dir",
-        str(tmp_path),
-        "--env",
-        "CartPole-v1",
-        *extra,
-    ]
-
-
 def test_a_folder_with_checkpoints_needs_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_cartpole(tmp_path)) == 0
+    assert main(_cartpole(tmp_path, "--checkpoint-every", "1")) == 0
     checkpoints = sorted((tmp_path / "checkpoints").iterdir())
     before = {path.name: path.stat().st_mtime_ns for path in checkpoints}
     capsys.readouterr()
-    assert main(_cartpole(tmp_path)) == 2
+    assert main(_cartpole(tmp_path, "--checkpoint-every", "1")) == 2
     error = capsys.readouterr().err
     assert "holds checkpoints of an earlier run (up to iteration 2)" in error
     assert "pass --resume to continue it" in error
@@ -232,7 +210,7 @@ def test_a_folder_with_checkpoints_needs_resume(
 def test_resume_refuses_a_checkpoint_of_another_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], difference: str
 ) -> None:
-    assert main(_cartpole(tmp_path)) == 0
+    assert main(_cartpole(tmp_path, "--checkpoint-every", "1")) == 0
     capsys.readouterr()
     assert main(_cartpole(tmp_path, "--iterations", "4", "--resume", *extra)) == 2
     error = capsys.readouterr().err
