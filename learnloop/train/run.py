@@ -163,11 +163,12 @@ class TrainingRun:
 
     def _check_resumable(self, state: Mapping[str, Any], path: Path) -> None:
         """Refuse a checkpoint of another algorithm, environment or policy shape."""
+        saved_run = state.get("settings", {}).get("run", {})
         theirs = _flatten(
             {
                 "algorithm": state.get("algorithm"),
-                "env": state.get("settings", {}).get("run", {}).get("env", self.config.env),
-                "env_kwargs": state.get("settings", {}).get("run", {}).get("env_kwargs", {}),
+                "env": saved_run.get("env", self.config.env),
+                "env_kwargs": saved_run.get("env_kwargs", {}),  # older checkpoints: none
                 "policy": state.get("policy"),
             }
         )
@@ -371,7 +372,9 @@ def make_envs(
     import learnloop.envs  # registers the suite's ids with Gymnasium
 
     check_env_id(env_id)
-    if time_limit is not None and (isinstance(time_limit, bool) or time_limit < 1):
+    if time_limit is not None and (
+        isinstance(time_limit, bool) or not isinstance(time_limit, int) or time_limit < 1
+    ):
         raise ConfigError(f"time_limit must be an int >= 1 or None, got {time_limit!r}")
     suite = _is_suite(env_id)  # its episodes end after at most MAX_SUBTASKS steps
     if time_limit is None and not suite and gym.spec(env_id).max_episode_steps is None:
